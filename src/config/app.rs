@@ -1,0 +1,206 @@
+//! The validated model of one app: what the supervisor needs to run it.
+//!
+//! Everything here is already checked and resolved (durations, sizes, users,
+//! signals, the command line). Raw input (CLI flags, process files) is turned
+//! into an [`AppSpec`] by `config::load` and `cli`; nothing downstream parses.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+
+/// One supervised application, possibly with several instances.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppSpec {
+    /// Name shown in logs, metrics (`app` label) and `/status`.
+    pub name: String,
+    /// The full command line: program then arguments, passed to exec as is.
+    #[serde(serialize_with = "ser_os_vec")]
+    pub argv: Vec<OsString>,
+    /// Working directory; procward's own when `None`.
+    pub cwd: Option<PathBuf>,
+    /// Variables set on top of procward's inherited environment (PM2 merges
+    /// the same way). Values never leave the process: not in logs or metrics.
+    #[serde(skip)]
+    pub env: Vec<(OsString, OsString)>,
+    /// Names of the variables in `env`, for display only.
+    pub env_keys: Vec<String>,
+    /// How many copies run at once (PM2 `instances`, resolved to a number).
+    pub instances: u32,
+    /// PM2 `exec_mode`. Both run as separate processes under procward.
+    pub exec_mode: ExecMode,
+    /// Run as this user id (PM2 `uid`/`user`).
+    pub uid: Option<u32>,
+    /// Run as this group id (PM2 `gid`/`group`).
+    pub gid: Option<u32>,
+    /// When and how to restart.
+    pub restart: RestartPolicy,
+    /// How to stop gracefully.
+    pub stop: StopPolicy,
+    /// When an instance counts as ready.
+    pub ready: ReadySpec,
+    /// PM2 `max_memory_restart`: restart when the tree's RSS exceeds it.
+    pub max_memory_restart: Option<u64>,
+    /// Restart the instance when its own sd_notify `WATCHDOG=1` pings stop
+    /// for this long.
+    #[serde(with = "opt_ms")]
+    pub watchdog: Option<Duration>,
+}
+
+/// PM2's `exec_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// One process per instance.
+    Fork,
+    /// PM2 runs these under Node's cluster module; procward runs each
+    /// instance as its own process and shares listening sockets itself.
+    Cluster,
+}
+
+/// PM2's restart keys, with PM2's defaults.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartPolicy {
+    /// PM2 `autorestart` (default true).
+    pub autorestart: bool,
+    /// PM2 `max_restarts` (default 16): consecutive unstable restarts before
+    /// the app is errored.
+    pub max_restarts: u32,
+    /// PM2 `min_uptime` (default 1000 ms): a shorter run is unstable.
+    #[serde(with = "ms")]
+    pub min_uptime: Duration,
+    /// PM2 `restart_delay` (default 0).
+    #[serde(with = "ms")]
+    pub restart_delay: Duration,
+    /// PM2 `exp_backoff_restart_delay`: first delay of a growing backoff.
+    #[serde(with = "opt_ms")]
+    pub exp_backoff_restart_delay: Option<Duration>,
+    /// PM2 `stop_exit_codes`: exit codes that end supervision without restart.
+    pub stop_exit_codes: Vec<i32>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            autorestart: true,
+            max_restarts: 16,
+            min_uptime: Duration::from_millis(1000),
+            restart_delay: Duration::ZERO,
+            exp_backoff_restart_delay: None,
+            stop_exit_codes: Vec::new(),
+        }
+    }
+}
+
+/// How procward stops an instance it decided to stop (restart, memory,
+/// reload, shutdown requested through the control API).
+#[derive(Debug, Clone, Serialize)]
+pub struct StopPolicy {
+    /// Signal sent first (PM2 sends SIGINT; `PM2_KILL_SIGNAL` / `kill_signal`).
+    #[serde(serialize_with = "ser_signal")]
+    pub kill_signal: Signal,
+    /// PM2 `kill_timeout` (default 1600 ms): then SIGKILL to the group.
+    #[serde(with = "ms")]
+    pub kill_timeout: Duration,
+    /// PM2 `shutdown_with_message`: send `"shutdown"` on the IPC channel
+    /// instead of the signal.
+    pub shutdown_with_message: bool,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        StopPolicy {
+            kill_signal: Signal::SIGINT,
+            kill_timeout: Duration::from_millis(1600),
+            shutdown_with_message: false,
+        }
+    }
+}
+
+/// Where readiness comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadySource {
+    /// Ready as soon as it has been spawned (PM2's "online").
+    Started,
+    /// `process.send('ready')` over the Node IPC channel (PM2 `wait_ready`).
+    NodeIpc,
+    /// `READY=1` on the instance's own `NOTIFY_SOCKET`.
+    SdNotify,
+    /// A TCP connect to 127.0.0.1:PORT succeeds.
+    Tcp(u16),
+    /// An HTTP GET of this URL answers 2xx.
+    Http(String),
+}
+
+/// Readiness settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadySpec {
+    /// The source.
+    pub source: ReadySource,
+    /// PM2 `listen_timeout` (default 3000 ms).
+    #[serde(with = "ms")]
+    pub listen_timeout: Duration,
+    /// When true, hitting `listen_timeout` is a failed start; PM2 treats the
+    /// instance as ready anyway (the default).
+    pub strict: bool,
+}
+
+impl Default for ReadySpec {
+    fn default() -> Self {
+        ReadySpec {
+            source: ReadySource::Started,
+            listen_timeout: Duration::from_millis(3000),
+            strict: false,
+        }
+    }
+}
+
+impl AppSpec {
+    /// An app running `argv` with PM2's defaults for everything else.
+    pub fn new(name: impl Into<String>, argv: Vec<OsString>) -> Self {
+        AppSpec {
+            name: name.into(),
+            argv,
+            cwd: None,
+            env: Vec::new(),
+            env_keys: Vec::new(),
+            instances: 1,
+            exec_mode: ExecMode::Fork,
+            uid: None,
+            gid: None,
+            restart: RestartPolicy::default(),
+            stop: StopPolicy::default(),
+            ready: ReadySpec::default(),
+            max_memory_restart: None,
+            watchdog: None,
+        }
+    }
+}
+
+fn ser_os_vec<S: serde::Serializer>(v: &[OsString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|a| a.to_string_lossy()))
+}
+
+fn ser_signal<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(sig.as_str())
+}
+
+mod ms {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+mod opt_ms {
+    use std::time::Duration;
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+}

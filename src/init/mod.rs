@@ -1,0 +1,30 @@
+//! PID 1 duties that are not supervision: the signal mask, the subreaper,
+//! and the check that reaping can work.
+//!
+//! Before the supervisor loop starts a failure here ends procward with a
+//! message; once it runs, nothing may end it but the end of the apps.
+
+pub mod reaper;
+pub mod signals;
+
+use std::io;
+
+/// Whether procward is the init of its PID namespace.
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Makes procward the reaper of its orphaned descendants when it is not PID 1
+/// (prctl(2) PR_SET_CHILD_SUBREAPER, Linux >= 3.4).
+pub fn become_subreaper() -> io::Result<()> {
+    if is_pid1() {
+        return Ok(());
+    }
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,113 @@
+//! Receiving signals: all of them blocked, read one at a time from a signalfd.
+//!
+//! procward blocks every signal it may receive and reads them from a
+//! signalfd(2) in its event loop, as catatonit does. Blocking (rather than
+//! installing handlers) is what makes PID 1 work: the kernel drops a signal
+//! sent to a namespace's init only when its disposition is the default and it
+//! is not blocked (pid_namespaces(7), kernel/signal.c `sig_ignored`), and a
+//! blocked signal is always queued. Real-time signals stay queued one per
+//! send, so a burst of them is forwarded one for one.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Signals the kernel sends us when *we* went wrong (catatonit's
+/// `kernel_signals`): never blocked, never forwarded, allowed to kill us.
+pub const KERNEL_SIGNALS: [Signal; 7] = [
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+    Signal::SIGABRT,
+    Signal::SIGTRAP,
+    Signal::SIGSYS,
+];
+
+/// One received signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The signal number (real-time signals included).
+    pub signo: i32,
+    /// Who sent it (0 for the kernel).
+    pub sender: i32,
+}
+
+/// The set procward blocks: everything but the kernel signals.
+fn blocked_set() -> SigSet {
+    let mut set = SigSet::all();
+    for s in KERNEL_SIGNALS {
+        set.remove(s);
+    }
+    set
+}
+
+/// Blocks every catchable signal in the calling thread, which must be the
+/// only thread (threads made later inherit the mask). Rust's runtime ignores
+/// SIGPIPE at start-up and an ignored signal is discarded even when blocked,
+/// so it is set back to the default first, to be received and forwarded.
+pub fn block_all() -> io::Result<()> {
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: setting the default disposition installs no handler.
+    unsafe { sigaction(Signal::SIGPIPE, &dfl) }.map_err(io::Error::from)?;
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None)
+        .map_err(io::Error::from)
+}
+
+/// The signalfd, registered with the event loop.
+pub struct SignalSource {
+    fd: AsyncFd<SignalFd>,
+}
+
+impl SignalSource {
+    /// Opens a non-blocking signalfd for every blocked signal.
+    pub fn new() -> io::Result<Self> {
+        let sfd = SignalFd::with_flags(&blocked_set(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        // SAFETY: the SignalFd is owned by the AsyncFd and closed only with it.
+        let fd = unsafe { AsyncFd::register_with_interest(sfd, Interest::READABLE)? };
+        Ok(SignalSource { fd })
+    }
+
+    /// Waits for the next signal.
+    pub async fn recv(&mut self) -> io::Result<Received> {
+        loop {
+            let mut guard = self.fd.readable_mut().await?;
+            match guard.get_inner_mut().read_signal() {
+                Ok(Some(info)) => {
+                    return Ok(Received { signo: info.ssi_signo as i32, sender: info.ssi_pid as i32 })
+                }
+                Ok(None) => guard.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl AsRawFd for SignalSource {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.get_ref().as_fd().as_raw_fd()
+    }
+}
+
+impl AsFd for SignalSource {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+}
+
+/// A signal's name for logs (`SIGTERM`, `SIGRTMIN+3`).
+pub fn name(signo: i32) -> String {
+    match Signal::try_from(signo) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) if signo >= libc::SIGRTMIN() && signo <= libc::SIGRTMAX() => {
+            format!("SIGRTMIN+{}", signo - libc::SIGRTMIN())
+        }
+        Err(_) => format!("signal {signo}"),
+    }
+}

@@ -1,0 +1,89 @@
+//! procward: the entry point. Parse the command line, set up logging and the
+//! PID 1 duties, then hand over to the supervisor.
+
+mod cli;
+mod config;
+mod exit;
+mod init;
+mod spawn;
+mod supervise;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::warn;
+
+use cli::{Cli, Command};
+use config::{AgentSettings, AppSpec, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (apps, agent) = match plan(cli) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("procward: {msg}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
+    setup_logging(&agent);
+    ExitCode::from(run(apps, agent) as u8)
+}
+
+/// Turns the command line into the apps to run and the agent's settings.
+fn plan(cli: Cli) -> Result<(Vec<AppSpec>, AgentSettings), String> {
+    let mut agent = AgentSettings::default();
+    match cli.command {
+        Some(Command::Run(_)) => Err("process files are not supported yet".into()),
+        None => {
+            if cli.cmd.is_empty() {
+                return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
+            }
+            cli.agent.apply(&mut agent);
+            let mut app = AppSpec::new(cli::default_name(&cli.cmd), cli.cmd);
+            cli.app.apply(&mut app);
+            Ok((vec![app], agent))
+        }
+    }
+}
+
+fn setup_logging(agent: &AgentSettings) {
+    let level = agent.log_level.parse().unwrap_or(tracing::Level::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    match agent.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+/// The PID 1 checklist, then the supervisor loop.
+fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
+    // Before any thread exists, so every thread inherits the mask.
+    if let Err(e) = init::signals::block_all() {
+        eprintln!("procward: cannot block signals: {e}");
+        return exit::SETUP;
+    }
+    if let Err(e) = init::become_subreaper() {
+        warn!(error = %e, "cannot become a child subreaper: orphaned descendants will not be reaped \
+              (are you using Linux >= 3.4?). To fix it, run procward as PID 1");
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("procward: cannot start the event loop: {e}");
+            return exit::SETUP;
+        }
+    };
+    rt.block_on(async {
+        let sigs = match init::signals::SignalSource::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("procward: cannot open a signalfd: {e}");
+                return exit::SETUP;
+            }
+        };
+        supervise::Supervisor::new(apps, agent).run(sigs).await
+    })
+}

@@ -1,0 +1,14 @@
+//! Messages other tasks send to the supervisor, the one owner of state.
+//!
+//! A message about a process names its pid; one that arrives after that
+//! process has gone (a late readiness line, say) is ignored.
+
+/// A message for the supervisor.
+#[derive(Debug)]
+pub enum Message {
+    /// The process `pid` said it is ready.
+    Ready {
+        /// The process.
+        pid: i32,
+    },
+}

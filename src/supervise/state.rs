@@ -1,0 +1,127 @@
+//! The lifecycle of one instance. Each state carries only the data valid in
+//! it: a pid exists only where a process does.
+//!
+//! ```text
+//!            spawn                 ready / listen_timeout
+//!   (new) ─────────▶ Starting ───────────────────────────▶ Online
+//!                       │  exit                              │ exit
+//!                       ▼                                    ▼
+//!            ┌── policy: restart now ── spawn ─▶ Starting
+//!            ├── policy: restart later ─▶ Waiting ── timer ─▶ spawn
+//!            ├── policy: stop ─▶ Stopped
+//!            └── policy: give up ─▶ Errored
+//!   Starting/Online ── stop request ─▶ Stopping ── exit ─▶ spawn (restart) or Stopped
+//!                                          └── kill_timeout ─▶ SIGKILL, still Stopping
+//! ```
+
+use std::time::Instant;
+
+use crate::exit::ExitStatus;
+use crate::supervise::policy::Reason;
+
+/// What happens once a process procward is stopping has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Start it again at once, counting a restart for this reason.
+    Restart(Reason),
+    /// Leave it stopped.
+    Stop,
+}
+
+/// The state of one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Spawned, not ready yet.
+    Starting {
+        /// Its pid, also its process group.
+        pid: i32,
+        /// When it was spawned.
+        since: Instant,
+        /// When listen_timeout expires.
+        ready_by: Instant,
+    },
+    /// Running and ready.
+    Online {
+        /// Its pid, also its process group.
+        pid: i32,
+        /// When it was spawned.
+        since: Instant,
+        /// When it became ready.
+        ready_at: Instant,
+    },
+    /// Asked to stop; waiting for it to exit.
+    Stopping {
+        /// Its pid, also its process group.
+        pid: i32,
+        /// When it was spawned.
+        since: Instant,
+        /// When SIGKILL is due; `None` once it has been sent.
+        kill_at: Option<Instant>,
+        /// What follows the exit.
+        then: Then,
+    },
+    /// Waiting out a restart delay.
+    Waiting {
+        /// When to spawn again.
+        until: Instant,
+        /// Why it will be restarted.
+        reason: Reason,
+    },
+    /// Not running, and not to be restarted.
+    Stopped {
+        /// How its last process ended, if one ran.
+        status: Option<ExitStatus>,
+    },
+    /// Given up after too many unstable restarts, or it could not be run.
+    Errored {
+        /// How its last process ended.
+        status: ExitStatus,
+    },
+}
+
+impl State {
+    /// The pid of its process, where one runs.
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            State::Starting { pid, .. } | State::Online { pid, .. } | State::Stopping { pid, .. } => {
+                Some(*pid)
+            }
+            State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. } => None,
+        }
+    }
+
+    /// The next time something is due in this state.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            State::Starting { ready_by, .. } => Some(*ready_by),
+            State::Stopping { kill_at, .. } => *kill_at,
+            State::Waiting { until, .. } => Some(*until),
+            State::Online { .. } | State::Stopped { .. } | State::Errored { .. } => None,
+        }
+    }
+
+    /// Whether supervision of it has ended.
+    pub fn is_final(&self) -> bool {
+        matches!(self, State::Stopped { .. } | State::Errored { .. })
+    }
+
+    /// Whether it is ready.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, State::Online { .. })
+    }
+
+    /// The state's name, as logged and exported (`state` label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Starting { .. } => "starting",
+            State::Online { .. } => "online",
+            State::Stopping { .. } => "stopping",
+            State::Waiting { .. } => "waiting",
+            State::Stopped { .. } => "stopped",
+            State::Errored { .. } => "errored",
+        }
+    }
+
+    /// Every state name, in label order.
+    pub const NAMES: [&'static str; 6] = ["starting", "online", "stopping", "waiting", "stopped", "errored"];
+}

@@ -1,0 +1,203 @@
+//! Shared helpers for the integration tests: run the real binary, watch its
+//! log lines, wait for events with generous bounds.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should take milliseconds: it only
+/// catches a hang, it does not measure.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_procward"))
+}
+
+/// A directory of test programs shipped with the tests.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A running procward with its stderr lines collected.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+    /// Every stderr line seen so far.
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts procward with these arguments; stdout is inherited unless
+    /// `capture_stdout` is used.
+    pub fn start(args: &[&str]) -> Running {
+        Running::start_cmd(Command::new(bin()).args(args))
+    }
+
+    /// Starts a prepared command (procward or a wrapper around it, such as
+    /// `unshare`), collecting stderr.
+    pub fn start_cmd(cmd: &mut Command) -> Running {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn procward");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("PROCWARD_TEST_ECHO").is_some() {
+                    eprintln!("| {line}");
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a stderr line containing every one of `parts`; returns it.
+    pub fn wait_line(&mut self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if parts.iter().all(|p| line.contains(p)) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line with {parts:?} within {PATIENCE:?}; seen:\n{}", self.seen.join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("procward closed stderr before a line with {parts:?}; seen:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    /// Counts the lines seen so far (and drains pending ones) containing all `parts`.
+    pub fn count_lines(&mut self, parts: &[&str]) -> usize {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    }
+
+    /// Waits for procward to exit and returns its status; drains stderr.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_timeout(&mut self.child, PATIENCE)
+            .unwrap_or_else(|| panic!("procward did not exit within {PATIENCE:?}; seen:\n{}", self.seen.join("\n")));
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        status
+    }
+
+    /// Sends a signal to procward itself.
+    pub fn signal(&self, signo: i32) {
+        send(self.child.id() as i32, signo);
+    }
+
+    /// procward's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `signo` to `pid`.
+pub fn send(pid: i32, signo: i32) {
+    // SAFETY: kill(2) with integers.
+    let rc = unsafe { libc::kill(pid, signo) };
+    assert_eq!(rc, 0, "kill({pid}, {signo}): {}", std::io::Error::last_os_error());
+}
+
+/// Polls `child` until it exits or `limit` passes.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs procward to completion and returns (exit code or 128+signal, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn procward");
+    let mut out = String::new();
+    let mut err = String::new();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut e = String::new();
+        let _ = se.read_to_string(&mut e);
+        e
+    });
+    let _ = so.read_to_string(&mut out);
+    let status = wait_timeout(&mut child, PATIENCE).expect("procward did not exit in time");
+    err.push_str(&t.join().unwrap());
+    (code_of(status), out, err)
+}
+
+/// An exit status as a shell reports it.
+pub fn code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Waits until `path` exists (a child writes it when it reaches a point).
+pub fn wait_file(path: &Path) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} did not appear within {PATIENCE:?}", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The pids of zombie processes whose parent is `ppid`.
+pub fn zombies_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Whether a process exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|x| !x.1.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
