@@ -11,4 +11,13 @@ pub enum Message {
         /// The process.
         pid: i32,
     },
+    /// A custom metric the app reported (`@pm2/io` `axm:monitor`).
+    AppMetric {
+        /// The process.
+        pid: i32,
+        /// The metric's name as the app gave it (not yet sanitized).
+        name: String,
+        /// Its value.
+        value: f64,
+    },
 }

@@ -146,6 +146,7 @@ impl Supervisor {
                     self.on_ready(slot, Instant::now());
                 }
             }
+            Message::AppMetric { .. } => {}
         }
     }
 
