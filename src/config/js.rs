@@ -32,6 +32,8 @@ const before = Object.assign({}, process.env);
       throw e;
     }
   }
+  // An ES module loaded by require (node >= 20.19) is its namespace.
+  if (mod && mod.__esModule && 'default' in mod && Object.keys(mod).every((k) => k === 'default' || k === '__esModule')) mod = mod.default;
   const env = {};
   for (const k of Object.keys(process.env)) if (before[k] !== process.env[k]) env[k] = process.env[k];
   process.stdout.write(JSON.stringify({ config: mod === undefined ? null : mod, env }));

@@ -73,6 +73,10 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
             apps.push(app);
         }
     }
+    if matches!(file.extension().and_then(|e| e.to_str()), Some("js" | "cjs" | "mjs")) {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        v.errors.iter_mut().chain(v.warnings.iter_mut()).for_each(|p| locate_in_source(p, &text));
+    }
     if !v.errors.is_empty() {
         return Err(Errors(v.errors));
     }
@@ -172,7 +176,7 @@ impl Validator {
     fn unknown_key(&mut self, key: &Key, path: String, known: Vec<&str>, what: &str) {
         let hint = match closest(&key.name, known.iter().copied()) {
             Some(k) => format!("did you mean `{k}`?"),
-            None => format!("see \"Coming from PM2\" in the README for the {what} procward knows"),
+            None => format!("see \"Coming from PM2\" in the README for the {what}s procward knows"),
         };
         self.error(key.span, path, format!("expected a known {what}, found `{}`", key.name), Some(hint));
     }
@@ -235,6 +239,8 @@ impl Validator {
                 continue;
             };
             match (def.handling, def.apply) {
+                // `watch: false` and the like ask for nothing: no warning.
+                (Handling::Ignored(_), _) if matches!(v.value, Value::Bool(false) | Value::Null) => {}
                 (Handling::Ignored(why), _) => {
                     if !self.warnings.iter().any(|w| w.message.starts_with(&format!("`{}` ", k.name))) {
                         self.warn(k.span, kpath, format!("`{}` is ignored: {why}", k.name));
@@ -433,6 +439,34 @@ impl Validator {
     }
 }
 
+/// Gives a problem in an evaluated `.js` file a position when its key is
+/// written exactly once in the source (`max_memory_restrat: '1G'`); keys
+/// written several times keep their path (`apps[1].instances`).
+fn locate_in_source(p: &mut Problem, text: &str) {
+    let Some(key) = p.path.rsplit('.').next().filter(|k| !k.is_empty() && !k.contains('[')) else { return };
+    if p.span.known() {
+        return;
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let mut found = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        for (col, _) in line.match_indices(key) {
+            let before = line[..col].chars().next_back();
+            let after = &line[col + key.len()..];
+            let quoted = matches!(before, Some('\'' | '"'));
+            let start_ok = before.is_none_or(|c| !ident(c));
+            let rest = if quoted { after.strip_prefix(['\'', '"']).unwrap_or("~") } else { after };
+            if start_ok && !rest.starts_with(ident) && rest.trim_start().starts_with(':') {
+                let col = line[..col].chars().count() + 1 - usize::from(quoted);
+                found.push(Span::new(line_no as u32 + 1, col as u32));
+            }
+        }
+    }
+    if let [one] = found[..] {
+        p.span = one;
+    }
+}
+
 /// PM2's default name: the script's file name without its extension.
 fn default_name(script: &str) -> String {
     let first = keys::split_words(script).into_iter().next().unwrap_or_default();
@@ -510,6 +544,17 @@ mod tests {
         assert_eq!(by_extension(Path::new("/x/job.py")).as_deref(), Some("python3"));
         assert_eq!(by_extension(Path::new("/x/run.sh")).as_deref(), Some("bash"));
         assert_eq!(by_extension(Path::new("/bin/sh")), None);
+    }
+
+    #[test]
+    fn keys_written_once_in_javascript_get_a_position() {
+        let text = "module.exports = {\n  apps: [{\n    script: 'a.js',\n    'max_memory_restrat': '1G',\n    instances: 2,\n  }, { script: 'b.js', instances: 3 }]\n}\n";
+        let mut p = Problem { file: "e.js".into(), span: Span::default(), path: "apps[0].max_memory_restrat".into(), message: String::new(), hint: None };
+        locate_in_source(&mut p, text);
+        assert_eq!(p.span, Span::new(4, 5));
+        let mut twice = Problem { path: "apps[0].instances".into(), span: Span::default(), ..p };
+        locate_in_source(&mut twice, text);
+        assert!(!twice.span.known());
     }
 
     #[test]
