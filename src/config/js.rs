@@ -79,12 +79,8 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(fatal(
-            file,
-            Span::default(),
-            format!("node could not evaluate the file:\n{}", stderr.trim_end()),
-            None,
-        ));
+        let (span, message) = node_error(&stderr, &abs.to_string_lossy());
+        return Err(fatal(file, span, format!("node could not evaluate the file:\n{message}"), None));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let parsed = json::parse(&text).map_err(|e| fatal(file, Span::default(), format!("node printed something that is not JSON: {}", e.message), None))?;
@@ -104,6 +100,43 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
         }
     }
     Ok(Evaluated { config, env })
+}
+
+/// node's error, shortened to what helps: where in the file it happened
+/// (the first mention of `path:LINE[:COL]`) and the message lines, without
+/// node's internal stack frames or the loader's own `[eval]` module.
+fn node_error(stderr: &str, path: &str) -> (Span, String) {
+    let mut span = Span::default();
+    if let Some(at) = stderr.find(&format!("{path}:")) {
+        let rest = &stderr[at + path.len() + 1..];
+        let mut nums = rest.split(|c: char| !c.is_ascii_digit()).take(2).map(|n| n.parse::<u32>().ok());
+        if let Some(Some(line)) = nums.next() {
+            let col = if rest.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(':') { nums.next().flatten() } else { None };
+            span = Span::new(line, col.unwrap_or(1));
+        }
+    }
+    let message = stderr
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("at ") && !l.ends_with("[eval]"))
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (span, message.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_keep_the_place_and_the_message() {
+        let stderr = "Error: Cannot find module './x.json'\nRequire stack:\n- /app/eco.js\n- /app/[eval]\n    at Module._resolveFilename (node:internal/modules/cjs/loader:1207:15)\n    at Object.<anonymous> (/app/eco.js:1:17)\n";
+        let (span, msg) = node_error(stderr, "/app/eco.js");
+        assert_eq!(span, Span::new(1, 17));
+        assert_eq!(msg, "  Error: Cannot find module './x.json'\n  Require stack:\n  - /app/eco.js");
+        let syntax = "/app/eco.js:3\n  apps: [{ name: 'x' }\n  ^\n\nSyntaxError: Unexpected token\n";
+        assert_eq!(node_error(syntax, "/app/eco.js").0, Span::new(3, 1));
+    }
 }
 
 /// Positions in node's output mean nothing to the user: drop them, so

@@ -203,7 +203,7 @@ impl Validator {
                         _ => self.unknown_key(k, k.name.clone(), TOP_KEYS.to_vec(), "top-level key"),
                     }
                 }
-                if tree.get("apps").is_none() {
+                if tree.get("apps").is_none() && self.errors.is_empty() {
                     self.error(tree.span, String::new(), "expected an `apps:` list of apps, found none".into(), Some("a process file looks like `apps: [{name: web, script: server.js}]`".into()));
                 }
                 (apps, tree.get("procward"))
