@@ -38,6 +38,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 pub enum Command {
     /// Run the apps of a process file (YAML, JSON or PM2's ecosystem.config.js).
     Run(RunArgs),

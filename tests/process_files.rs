@@ -27,7 +27,11 @@ fn corpus() -> PathBuf {
 /// programs first in PATH; returns (exit code, stdout, stderr) with `dir`
 /// written as `$DIR`.
 fn procward_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let path = format!("{}:{}", corpus().join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        corpus().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new("taskset")
         .args(["-c", "0"])
         .arg(common::bin())
@@ -40,7 +44,11 @@ fn procward_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
         .expect("run taskset procward (taskset is in util-linux)");
     let dir_text = dir.to_string_lossy().into_owned();
     let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&dir_text, "$DIR");
-    (common::code_of(out.status), clean(&out.stdout), clean(&out.stderr))
+    (
+        common::code_of(out.status),
+        clean(&out.stdout),
+        clean(&out.stderr),
+    )
 }
 
 fn fixtures() -> Vec<PathBuf> {
@@ -55,7 +63,11 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn cmdline(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("cmdline")).unwrap().split_whitespace().map(String::from).collect()
+    std::fs::read_to_string(dir.join("cmdline"))
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// Compares `got` with the file's contents (missing file: empty), or
@@ -81,7 +93,12 @@ fn diff(want: &str, got: &str) -> String {
         match (w.get(i), g.get(i)) {
             (Some(a), Some(b)) if a == b => {}
             (a, b) => {
-                out.push_str(&format!("{:>4}: - {}\n      + {}\n", i + 1, a.unwrap_or(&""), b.unwrap_or(&"")));
+                out.push_str(&format!(
+                    "{:>4}: - {}\n      + {}\n",
+                    i + 1,
+                    a.unwrap_or(&""),
+                    b.unwrap_or(&"")
+                ));
             }
         }
     }
@@ -93,7 +110,10 @@ fn the_corpus_has_twenty_files_in_three_formats() {
     let files: Vec<String> = fixtures().iter().map(|d| cmdline(d)[1].clone()).collect();
     assert!(files.len() >= 20, "{files:?}");
     for ext in [".js", ".json", ".yaml"] {
-        assert!(files.iter().filter(|f| f.ends_with(ext)).count() >= 4, "few {ext} files: {files:?}");
+        assert!(
+            files.iter().filter(|f| f.ends_with(ext)).count() >= 4,
+            "few {ext} files: {files:?}"
+        );
     }
 }
 
@@ -148,7 +168,12 @@ fn converted_files_load_to_the_same_apps() {
             failures.push(format!("{}: convert exit {code}\n{err}", dir.display()));
             continue;
         }
-        if let Some(m) = dir.join("expected-convert.yaml").is_file().then(|| compare(&dir.join("expected-convert.yaml"), &converted)).flatten() {
+        if let Some(m) = dir
+            .join("expected-convert.yaml")
+            .is_file()
+            .then(|| compare(&dir.join("expected-convert.yaml"), &converted))
+            .flatten()
+        {
             failures.push(m);
         }
         // Next to the original, so relative paths mean the same.
@@ -159,11 +184,19 @@ fn converted_files_load_to_the_same_apps() {
         original.extend(args.iter().cloned());
         let mut again = original.clone();
         again[2] = copy_name;
-        let a = procward_in(&dir, &original.iter().map(String::as_str).collect::<Vec<_>>());
+        let a = procward_in(
+            &dir,
+            &original.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         let b = procward_in(&dir, &again.iter().map(String::as_str).collect::<Vec<_>>());
         std::fs::remove_file(&copy).unwrap();
         if a.1 != b.1 || b.0 != 0 {
-            failures.push(format!("{}: the converted file loads differently\n{}{}", dir.display(), diff(&a.1, &b.1), b.2));
+            failures.push(format!(
+                "{}: the converted file loads differently\n{}{}",
+                dir.display(),
+                diff(&a.1, &b.1),
+                b.2
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -236,16 +269,26 @@ fn instances_max(prefix: &str) -> String {
 
 #[test]
 fn instances_max_counts_the_cpus_of_the_cgroup_quota_not_the_host() {
-    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if online < 2 {
         eprintln!("skipped: this machine has one CPU, so a one-CPU quota changes nothing");
         return;
     }
-    assert_eq!(instances_max(""), "instances: 2", "two CPUs in the affinity mask, no quota");
+    assert_eq!(
+        instances_max(""),
+        "instances: 2",
+        "two CPUs in the affinity mask, no quota"
+    );
     let Some(cg) = QuotaCgroup::one_cpu() else {
         eprintln!("skipped: cannot create a cgroup with a CPU quota here (needs root and a writable cgroupfs)");
         return;
     };
     let join = format!("echo $$ > {}/cgroup.procs &&", cg.0.display());
-    assert_eq!(instances_max(&join), "instances: 1", "a one-CPU quota on a two-CPU machine");
+    assert_eq!(
+        instances_max(&join),
+        "instances: 1",
+        "a one-CPU quota on a two-CPU machine"
+    );
 }

@@ -64,7 +64,9 @@ setInterval(() => {}, 1000);
 /// Whether a line with all of `parts` was seen before `line`.
 fn seen_before(p: &Running, parts: &[&str], line: &str) -> bool {
     let at = p.seen.iter().position(|s| s == line).unwrap();
-    p.seen[..at].iter().any(|s| parts.iter().all(|x| s.contains(x)))
+    p.seen[..at]
+        .iter()
+        .any(|s| parts.iter().all(|x| s.contains(x)))
 }
 
 #[test]
@@ -73,22 +75,44 @@ fn two_apps_from_one_file_run_with_env_and_only_and_stop_in_reverse_order() {
     let dir = tmp.path();
     write_project(dir);
     let file = dir.join("ecosystem.config.js");
-    let mut p = Running::start(&["run", "-c", file.to_str().unwrap(), "--env", "production", "--only", "shell,node"]);
+    let mut p = Running::start(&[
+        "run",
+        "-c",
+        file.to_str().unwrap(),
+        "--env",
+        "production",
+        "--only",
+        "shell,node",
+    ]);
 
     // Both run, each with its own environment: env_production over env,
     // numbers and booleans as strings, the file's dotenv variables, and
     // nothing of the other app's env.
     assert_eq!(wait_file(&dir.join("started-shell")), "production loaded\n");
-    assert_eq!(wait_file(&dir.join("started-node")), "3000 false loaded undefined\n");
+    assert_eq!(
+        wait_file(&dir.join("started-node")),
+        "3000 false loaded undefined\n"
+    );
     // Each wait returns the later line; the earlier must already be seen.
     let node_online = p.wait_line(&["app=node", "to=\"online\""]);
-    assert!(seen_before(&p, &["app=shell", "to=\"online\""], &node_online), "started in the order listed");
+    assert!(
+        seen_before(&p, &["app=shell", "to=\"online\""], &node_online),
+        "started in the order listed"
+    );
 
     p.signal(libc::SIGTERM);
     let shell_stopping = p.wait_line(&["app=shell", "to=\"stopping\""]);
-    assert!(seen_before(&p, &["app=node", "to=\"stopping\""], &shell_stopping), "stopped in reverse order");
+    assert!(
+        seen_before(&p, &["app=node", "to=\"stopping\""], &shell_stopping),
+        "stopped in reverse order"
+    );
     let status = p.wait_exit();
-    assert_eq!(common::code_of(status), 0, "both apps exited 0 on SIGTERM; seen:\n{}", p.seen.join("\n"));
+    assert_eq!(
+        common::code_of(status),
+        0,
+        "both apps exited 0 on SIGTERM; seen:\n{}",
+        p.seen.join("\n")
+    );
     assert_eq!(wait_file(&dir.join("stopped-node")), "stopped\n");
     assert_eq!(wait_file(&dir.join("stopped-shell")), "stopped\n");
 
@@ -107,10 +131,17 @@ fn an_invalid_file_starts_nothing_and_exits_2() {
         "apps:\n  - name: ok\n    script: app.sh\n  - name: bad\n    script: app.sh\n    instances: lots\n",
     )
     .unwrap();
-    let (code, _out, err) = common::run_to_end(&["run", "-c", dir.join("procward.yaml").to_str().unwrap()]);
+    let (code, _out, err) =
+        common::run_to_end(&["run", "-c", dir.join("procward.yaml").to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("procward.yaml:6:16: expected `instances` to be a number"), "{err}");
-    assert!(!dir.join("started").exists(), "nothing may start when the file is invalid");
+    assert!(
+        err.contains("procward.yaml:6:16: expected `instances` to be a number"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("started").exists(),
+        "nothing may start when the file is invalid"
+    );
 }
 
 #[test]
@@ -118,7 +149,11 @@ fn cli_flags_override_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("once.sh"), "echo ran >> runs\nexit 3\n").unwrap();
-    std::fs::write(dir.join("procward.yaml"), "procward:\n  log_format: text\napps:\n  - name: once\n    script: once.sh\n").unwrap();
+    std::fs::write(
+        dir.join("procward.yaml"),
+        "procward:\n  log_format: text\napps:\n  - name: once\n    script: once.sh\n",
+    )
+    .unwrap();
     // Without --no-autorestart this would restart until errored.
     let (code, _out, err) = common::run_to_end(&[
         "run",
@@ -130,5 +165,9 @@ fn cli_flags_override_the_file() {
     ]);
     assert_eq!(code, 3, "{err}");
     assert_eq!(std::fs::read_to_string(dir.join("runs")).unwrap(), "ran\n");
-    assert!(err.lines().any(|l| l.starts_with('{') && l.contains("\"app\":\"once\"")), "json logs: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"app\":\"once\"")),
+        "json logs: {err}"
+    );
 }

@@ -14,7 +14,10 @@ use crate::cli::{CheckArgs, ConvertArgs, RunArgs};
 /// Loads the file of `procward run -c`, applies the CLI overrides, and
 /// returns what to run; warnings go to stderr.
 pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> {
-    let sel = Selection { env: args.env.clone(), only: args.only.clone() };
+    let sel = Selection {
+        env: args.env.clone(),
+        only: args.only.clone(),
+    };
     let mut loaded = load::load(&args.config, &sel).map_err(|e| with_prefix(&e))?;
     print_warnings(&loaded.warnings);
     if args.app.name.is_some() && loaded.apps.len() > 1 {
@@ -40,11 +43,22 @@ struct Normalized<'a> {
 
 /// `procward check -c FILE`.
 pub fn check(args: &CheckArgs) -> i32 {
-    let sel = Selection { env: args.env.clone(), only: args.only.clone() };
+    let sel = Selection {
+        env: args.env.clone(),
+        only: args.only.clone(),
+    };
     match load::load(&args.config, &sel) {
-        Ok(Loaded { apps, agent, warnings, .. }) => {
+        Ok(Loaded {
+            apps,
+            agent,
+            warnings,
+            ..
+        }) => {
             print_warnings(&warnings);
-            match serde_norway::to_string(&Normalized { procward: &agent, apps: &apps }) {
+            match serde_norway::to_string(&Normalized {
+                procward: &agent,
+                apps: &apps,
+            }) {
                 Ok(text) => {
                     print!("{text}");
                     0
@@ -56,7 +70,10 @@ pub fn check(args: &CheckArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("{}", with_prefix(&e).replacen("error:", "procward: error:", 1));
+            eprintln!(
+                "{}",
+                with_prefix(&e).replacen("error:", "procward: error:", 1)
+            );
             1
         }
     }
@@ -70,7 +87,10 @@ pub fn convert(args: &ConvertArgs) -> i32 {
             print_warnings(&loaded.warnings);
             match serde_norway::to_string(&loaded.tree) {
                 Ok(text) => {
-                    println!("# Converted from {} by `procward convert`.", args.file.display());
+                    println!(
+                        "# Converted from {} by `procward convert`.",
+                        args.file.display()
+                    );
                     print!("{text}");
                     0
                 }
@@ -81,7 +101,10 @@ pub fn convert(args: &ConvertArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("{}", with_prefix(&e).replacen("error:", "procward: error:", 1));
+            eprintln!(
+                "{}",
+                with_prefix(&e).replacen("error:", "procward: error:", 1)
+            );
             1
         }
     }
@@ -96,5 +119,8 @@ fn print_warnings(warnings: &[Problem]) {
 /// Every problem on its own `error:` line; the caller prefixes the first
 /// with `procward: `, as every other line already is.
 fn with_prefix(e: &Errors) -> String {
-    e.0.iter().map(|p| format!("error: {p}")).collect::<Vec<_>>().join("\nprocward: ")
+    e.0.iter()
+        .map(|p| format!("error: {p}"))
+        .collect::<Vec<_>>()
+        .join("\nprocward: ")
 }

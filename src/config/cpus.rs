@@ -11,9 +11,17 @@ use std::path::{Path, PathBuf};
 /// The CPUs available to this process, at least 1.
 pub fn available() -> u32 {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let quota = quota_dirs(&cgroup).into_iter().filter_map(|d| quota_in(&d)).min();
+    let quota = quota_dirs(&cgroup)
+        .into_iter()
+        .filter_map(|d| quota_in(&d))
+        .min();
     let affinity = affinity_count();
-    [quota, affinity].into_iter().flatten().min().unwrap_or(1).max(1)
+    [quota, affinity]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The directories whose quota applies: the process's own cgroup and each
@@ -23,7 +31,10 @@ fn quota_dirs(cgroup: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for line in cgroup.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
         let mount = if controllers.is_empty() {
             // cgroup v2: "0::/path"; on a hybrid host it lives under unified/.
             if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -112,7 +123,14 @@ mod tests {
         assert_eq!(dirs.len(), 4);
         assert!(dirs[0].ends_with("kubepods/pod1/ctr"));
         let v1 = quota_dirs("4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n");
-        assert_eq!(v1, vec![PathBuf::from("/sys/fs/cgroup/cpu/docker/abc"), PathBuf::from("/sys/fs/cgroup/cpu/docker"), PathBuf::from("/sys/fs/cgroup/cpu")]);
+        assert_eq!(
+            v1,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu/docker/abc"),
+                PathBuf::from("/sys/fs/cgroup/cpu/docker"),
+                PathBuf::from("/sys/fs/cgroup/cpu")
+            ]
+        );
     }
 
     #[test]

@@ -58,8 +58,19 @@ impl fmt::Display for Errors {
 }
 
 /// A syntax or read error: the file could not become a tree at all.
-pub fn fatal(file: &std::path::Path, span: Span, message: impl Into<String>, hint: Option<String>) -> Errors {
-    Errors(vec![Problem { file: file.to_path_buf(), span, path: String::new(), message: message.into(), hint }])
+pub fn fatal(
+    file: &std::path::Path,
+    span: Span,
+    message: impl Into<String>,
+    hint: Option<String>,
+) -> Errors {
+    Errors(vec![Problem {
+        file: file.to_path_buf(),
+        span,
+        path: String::new(),
+        message: message.into(),
+        hint,
+    }])
 }
 
 /// The known name closest to `word`, when one is close enough to be a typo
@@ -82,13 +93,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -103,8 +116,16 @@ mod tests {
 
     #[test]
     fn typos_find_the_key_meant() {
-        let keys = ["max_memory_restart", "max_restarts", "min_uptime", "instances"];
-        assert_eq!(closest("max_memory_restrat", keys), Some("max_memory_restart"));
+        let keys = [
+            "max_memory_restart",
+            "max_restarts",
+            "min_uptime",
+            "instances",
+        ];
+        assert_eq!(
+            closest("max_memory_restrat", keys),
+            Some("max_memory_restart")
+        );
         assert_eq!(closest("instance", keys), Some("instances"));
         assert_eq!(closest("colour", keys), None);
     }
@@ -118,8 +139,16 @@ mod tests {
             message: "expected a number, found `lots` (a string)".into(),
             hint: Some("use `max`".into()),
         };
-        assert_eq!(p.to_string(), "a.yaml:3:16: expected a number, found `lots` (a string)\n  hint: use `max`");
-        let js = Problem { span: Span::default(), ..p };
-        assert!(js.to_string().starts_with("a.yaml: apps[0].instances: expected"));
+        assert_eq!(
+            p.to_string(),
+            "a.yaml:3:16: expected a number, found `lots` (a string)\n  hint: use `max`"
+        );
+        let js = Problem {
+            span: Span::default(),
+            ..p
+        };
+        assert!(js
+            .to_string()
+            .starts_with("a.yaml: apps[0].instances: expected"));
     }
 }

@@ -53,8 +53,14 @@ pub struct Evaluated {
 
 /// Evaluates `file` with node.
 pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
-    let abs = std::fs::canonicalize(file)
-        .map_err(|e| fatal(file, Span::default(), format!("cannot read the file: {e}"), None))?;
+    let abs = std::fs::canonicalize(file).map_err(|e| {
+        fatal(
+            file,
+            Span::default(),
+            format!("cannot read the file: {e}"),
+            None,
+        )
+    })?;
     let out = Command::new("node")
         .arg("-e")
         .arg(LOADER)
@@ -80,10 +86,22 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let (span, message) = node_error(&stderr, &abs.to_string_lossy());
-        return Err(fatal(file, span, format!("node could not evaluate the file:\n{message}"), None));
+        return Err(fatal(
+            file,
+            span,
+            format!("node could not evaluate the file:\n{message}"),
+            None,
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let parsed = json::parse(&text).map_err(|e| fatal(file, Span::default(), format!("node printed something that is not JSON: {}", e.message), None))?;
+    let parsed = json::parse(&text).map_err(|e| {
+        fatal(
+            file,
+            Span::default(),
+            format!("node printed something that is not JSON: {}", e.message),
+            None,
+        )
+    })?;
     let mut config = Node::new(Value::Null, Span::default());
     let mut env = Vec::new();
     if let Value::Map(entries) = parsed.value {
@@ -109,9 +127,19 @@ fn node_error(stderr: &str, path: &str) -> (Span, String) {
     let mut span = Span::default();
     if let Some(at) = stderr.find(&format!("{path}:")) {
         let rest = &stderr[at + path.len() + 1..];
-        let mut nums = rest.split(|c: char| !c.is_ascii_digit()).take(2).map(|n| n.parse::<u32>().ok());
+        let mut nums = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .take(2)
+            .map(|n| n.parse::<u32>().ok());
         if let Some(Some(line)) = nums.next() {
-            let col = if rest.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with(':') { nums.next().flatten() } else { None };
+            let col = if rest
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .starts_with(':')
+            {
+                nums.next().flatten()
+            } else {
+                None
+            };
             span = Span::new(line, col.unwrap_or(1));
         }
     }
@@ -122,21 +150,6 @@ fn node_error(stderr: &str, path: &str) -> (Span, String) {
         .collect::<Vec<_>>()
         .join("\n");
     (span, message.trim_end().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_errors_keep_the_place_and_the_message() {
-        let stderr = "Error: Cannot find module './x.json'\nRequire stack:\n- /app/eco.js\n- /app/[eval]\n    at Module._resolveFilename (node:internal/modules/cjs/loader:1207:15)\n    at Object.<anonymous> (/app/eco.js:1:17)\n";
-        let (span, msg) = node_error(stderr, "/app/eco.js");
-        assert_eq!(span, Span::new(1, 17));
-        assert_eq!(msg, "  Error: Cannot find module './x.json'\n  Require stack:\n  - /app/eco.js");
-        let syntax = "/app/eco.js:3\n  apps: [{ name: 'x' }\n  ^\n\nSyntaxError: Unexpected token\n";
-        assert_eq!(node_error(syntax, "/app/eco.js").0, Span::new(3, 1));
-    }
 }
 
 /// Positions in node's output mean nothing to the user: drop them, so
@@ -157,4 +170,23 @@ fn forget_spans(mut n: Node) -> Node {
         v => v,
     };
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_keep_the_place_and_the_message() {
+        let stderr = "Error: Cannot find module './x.json'\nRequire stack:\n- /app/eco.js\n- /app/[eval]\n    at Module._resolveFilename (node:internal/modules/cjs/loader:1207:15)\n    at Object.<anonymous> (/app/eco.js:1:17)\n";
+        let (span, msg) = node_error(stderr, "/app/eco.js");
+        assert_eq!(span, Span::new(1, 17));
+        assert_eq!(
+            msg,
+            "  Error: Cannot find module './x.json'\n  Require stack:\n  - /app/eco.js"
+        );
+        let syntax =
+            "/app/eco.js:3\n  apps: [{ name: 'x' }\n  ^\n\nSyntaxError: Unexpected token\n";
+        assert_eq!(node_error(syntax, "/app/eco.js").0, Span::new(3, 1));
+    }
 }

@@ -19,7 +19,13 @@ pub struct SyntaxError {
 
 /// Reads one JSON (or JSON5-style) document.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut r = Reader { chars: text.chars().collect(), pos: 0, line: 1, col: 1, depth: 0 };
+    let mut r = Reader {
+        chars: text.chars().collect(),
+        pos: 0,
+        line: 1,
+        col: 1,
+        depth: 0,
+    };
     r.skip_space()?;
     let node = r.value()?;
     r.skip_space()?;
@@ -74,7 +80,10 @@ impl Reader {
     }
 
     fn error(&self, expected: &str) -> SyntaxError {
-        SyntaxError { span: self.span(), message: format!("{expected}, found {}", self.found()) }
+        SyntaxError {
+            span: self.span(),
+            message: format!("{expected}, found {}", self.found()),
+        }
     }
 
     /// Skips whitespace and `//` / `/* */` comments.
@@ -95,12 +104,12 @@ impl Reader {
                     self.bump();
                     loop {
                         match (self.peek(), self.peek2()) {
-                            (None, _) => {
-                                return Err(SyntaxError {
-                                    span: start,
-                                    message: "expected `*/` to close this comment, found the end of the file".into(),
-                                })
-                            }
+                            (None, _) => return Err(SyntaxError {
+                                span: start,
+                                message:
+                                    "expected `*/` to close this comment, found the end of the file"
+                                        .into(),
+                            }),
                             (Some('*'), Some('/')) => {
                                 self.bump();
                                 self.bump();
@@ -123,7 +132,9 @@ impl Reader {
             Some('{') => self.nested(Self::object)?,
             Some('[') => self.nested(Self::array)?,
             Some(q @ ('"' | '\'')) => Value::Str(self.string(q)?),
-            Some(c) if c.is_ascii_digit() || matches!(c, '-' | '+' | '.') => Value::Num(self.number()?),
+            Some(c) if c.is_ascii_digit() || matches!(c, '-' | '+' | '.') => {
+                Value::Num(self.number()?)
+            }
             Some(c) if c.is_alphabetic() || c == '_' || c == '$' => {
                 let word = self.ident();
                 match word.as_str() {
@@ -140,12 +151,19 @@ impl Reader {
                     }
                 }
             }
-            _ => return Err(self.error("expected a value (string, number, true, false, null, list or mapping)")),
+            _ => {
+                return Err(self.error(
+                    "expected a value (string, number, true, false, null, list or mapping)",
+                ))
+            }
         };
         Ok(Node::new(value, span))
     }
 
-    fn nested(&mut self, f: fn(&mut Self) -> Result<Value, SyntaxError>) -> Result<Value, SyntaxError> {
+    fn nested(
+        &mut self,
+        f: fn(&mut Self) -> Result<Value, SyntaxError>,
+    ) -> Result<Value, SyntaxError> {
         if self.depth >= MAX_DEPTH {
             return Err(self.error("expected at most 128 levels of nesting"));
         }
@@ -214,7 +232,10 @@ impl Reader {
 
     fn ident(&mut self) -> String {
         let mut s = String::new();
-        while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_' || *c == '$') {
+        while let Some(c) = self
+            .peek()
+            .filter(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+        {
             s.push(c);
             self.bump();
         }
@@ -226,7 +247,9 @@ impl Reader {
         let mut s = String::new();
         loop {
             match self.peek() {
-                None | Some('\n') => return Err(self.error(&format!("expected `{quote}` to close the string"))),
+                None | Some('\n') => {
+                    return Err(self.error(&format!("expected `{quote}` to close the string")))
+                }
                 Some(c) if c == quote => {
                     self.bump();
                     return Ok(s);
@@ -259,18 +282,25 @@ impl Reader {
         let hex4 = |r: &mut Self| -> Result<u32, SyntaxError> {
             let mut v = 0;
             for _ in 0..4 {
-                let d = r.peek().and_then(|c| c.to_digit(16)).ok_or_else(|| r.error("expected 4 hex digits after `\\u`"))?;
+                let d = r
+                    .peek()
+                    .and_then(|c| c.to_digit(16))
+                    .ok_or_else(|| r.error("expected 4 hex digits after `\\u`"))?;
                 r.bump();
                 v = v * 16 + d;
             }
             Ok(v)
         };
         let hi = hex4(self)?;
-        if (0xD800..0xDC00).contains(&hi) && self.peek() == Some('\\') && self.peek2() == Some('u') {
+        if (0xD800..0xDC00).contains(&hi) && self.peek() == Some('\\') && self.peek2() == Some('u')
+        {
             self.bump();
             self.bump();
             let lo = hex4(self)?;
-            return Ok(char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)).unwrap_or('\u{fffd}'));
+            return Ok(char::from_u32(
+                0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF),
+            )
+            .unwrap_or('\u{fffd}'));
         }
         Ok(char::from_u32(hi).unwrap_or('\u{fffd}'))
     }
@@ -278,7 +308,10 @@ impl Reader {
     fn number(&mut self) -> Result<f64, SyntaxError> {
         let start = self.span();
         let mut text = String::new();
-        while let Some(c) = self.peek().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-')) {
+        while let Some(c) = self
+            .peek()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'))
+        {
             // `-` and `+` only lead or follow an exponent.
             if matches!(c, '+' | '-') && !(text.is_empty() || text.ends_with(['e', 'E'])) {
                 break;
@@ -290,14 +323,20 @@ impl Reader {
             Some(rest) => (-1.0, rest),
             None => (1.0, text.strip_prefix('+').unwrap_or(&text)),
         };
-        let parsed = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        let parsed = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X"))
+        {
             u64::from_str_radix(hex, 16).ok().map(|v| v as f64)
         } else if body == "Infinity" {
             Some(f64::INFINITY)
         } else {
-            body.parse::<f64>().ok().filter(|_| !body.starts_with(|c: char| c.is_alphabetic()))
+            body.parse::<f64>()
+                .ok()
+                .filter(|_| !body.starts_with(|c: char| c.is_alphabetic()))
         };
-        parsed.map(|v| sign * v).ok_or(SyntaxError { span: start, message: format!("expected a number, found `{text}`") })
+        parsed.map(|v| sign * v).ok_or(SyntaxError {
+            span: start,
+            message: format!("expected a number, found `{text}`"),
+        })
     }
 }
 
@@ -310,7 +349,9 @@ mod tests {
         let n = parse("{\n  \"apps\": [{\"name\": \"web\", \"instances\": 4}]\n}").unwrap();
         let apps = n.get("apps").unwrap();
         assert_eq!(apps.span, Span::new(2, 11));
-        let Value::Seq(items) = &apps.value else { panic!() };
+        let Value::Seq(items) = &apps.value else {
+            panic!()
+        };
         assert_eq!(items[0].get("instances").unwrap().value, Value::Num(4.0));
         assert_eq!(items[0].get("instances").unwrap().span, Span::new(2, 41));
     }
@@ -319,14 +360,20 @@ mod tests {
     fn what_pm2_users_write_in_json_reads_too() {
         let text = "// ecosystem\n{\n  apps: [{\n    name: 'web', /* the site */\n    script: \"server.js\",\n    instances: -1,\n  },],\n}\n";
         let n = parse(text).unwrap();
-        let Value::Seq(items) = &n.get("apps").unwrap().value else { panic!() };
-        assert_eq!(items[0].get("name").unwrap().value, Value::Str("web".into()));
+        let Value::Seq(items) = &n.get("apps").unwrap().value else {
+            panic!()
+        };
+        assert_eq!(
+            items[0].get("name").unwrap().value,
+            Value::Str("web".into())
+        );
         assert_eq!(items[0].get("instances").unwrap().value, Value::Num(-1.0));
     }
 
     #[test]
     fn syntax_errors_say_where_and_what() {
-        let e = parse("{\n  \"apps\": [\n    {\"name\": \"web\" \"script\": \"a.js\"}\n  ]\n}").unwrap_err();
+        let e = parse("{\n  \"apps\": [\n    {\"name\": \"web\" \"script\": \"a.js\"}\n  ]\n}")
+            .unwrap_err();
         assert_eq!(e.span, Span::new(3, 20));
         assert_eq!(e.message, "expected `,` or `}`, found `\"`");
         let e = parse("{\"a\": 1").unwrap_err();

@@ -99,7 +99,8 @@ pub struct Draft {
 }
 
 const LOGS: &str = "procward passes the app's output through untouched; let the container runtime or journald keep it";
-const WATCH: &str = "procward does not watch files; restart with SIGHUP (a rolling reload) after deploying";
+const WATCH: &str =
+    "procward does not watch files; restart with SIGHUP (a rolling reload) after deploying";
 const PM2_ONLY: &str = "a PM2 feature with no meaning under procward";
 
 /// Every app key procward knows, in the order of the README table.
@@ -159,16 +160,24 @@ pub const APP_KEYS: &[KeyDef] = &[
 
 /// The definition of `key` (by name or alias), if any.
 pub fn find(key: &str) -> Option<&'static KeyDef> {
-    APP_KEYS.iter().find(|d| d.name == key || d.aliases.contains(&key))
+    APP_KEYS
+        .iter()
+        .find(|d| d.name == key || d.aliases.contains(&key))
 }
 
 /// Every spelling, for "did you mean".
 pub fn spellings() -> impl Iterator<Item = &'static str> {
-    APP_KEYS.iter().flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied())).filter(|n| !n.contains('<'))
+    APP_KEYS
+        .iter()
+        .flat_map(|d| std::iter::once(d.name).chain(d.aliases.iter().copied()))
+        .filter(|n| !n.contains('<'))
 }
 
 fn bad(expected: impl Into<String>, hint: Option<&str>) -> Bad {
-    Bad { expected: expected.into(), hint: hint.map(String::from) }
+    Bad {
+        expected: expected.into(),
+        hint: hint.map(String::from),
+    }
 }
 
 fn string(key: &str, v: &Node) -> Result<String, Bad> {
@@ -187,9 +196,18 @@ fn boolean(key: &str, v: &Node) -> Result<bool, Bad> {
 
 /// A duration: a number of milliseconds or a string with a unit.
 pub fn duration(key: &str, v: &Node) -> Result<Duration, Bad> {
-    let expected = || bad(format!("`{key}` to be a duration in milliseconds (1500) or with a unit (1500ms, 2s, 1m)"), Some("durations cannot be negative"));
+    let expected = || {
+        bad(
+            format!(
+                "`{key}` to be a duration in milliseconds (1500) or with a unit (1500ms, 2s, 1m)"
+            ),
+            Some("durations cannot be negative"),
+        )
+    };
     match &v.value {
-        Value::Num(n) if n.is_finite() && *n >= 0.0 => Ok(Duration::from_micros((n * 1000.0).round() as u64)),
+        Value::Num(n) if n.is_finite() && *n >= 0.0 => {
+            Ok(Duration::from_micros((n * 1000.0).round() as u64))
+        }
         Value::Str(s) => parse_duration(s).map_err(|_| expected()),
         _ => Err(expected()),
     }
@@ -212,12 +230,20 @@ pub fn words(key: &str, v: &Node) -> Result<Vec<String>, Bad> {
         Value::Seq(items) => items
             .iter()
             .map(|i| match &i.value {
-                Value::Str(_) | Value::Num(_) | Value::Bool(_) => Ok(i.js_string().unwrap_or_default()),
-                _ => Err(bad(format!("`{key}` to be a string or a list of strings"), None)),
+                Value::Str(_) | Value::Num(_) | Value::Bool(_) => {
+                    Ok(i.js_string().unwrap_or_default())
+                }
+                _ => Err(bad(
+                    format!("`{key}` to be a string or a list of strings"),
+                    None,
+                )),
             })
             .collect(),
         Value::Null => Ok(Vec::new()),
-        _ => Err(bad(format!("`{key}` to be a string or a list of strings"), None)),
+        _ => Err(bad(
+            format!("`{key}` to be a string or a list of strings"),
+            None,
+        )),
     }
 }
 
@@ -262,7 +288,10 @@ pub fn split_words(s: &str) -> Vec<String> {
 }
 
 fn name(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    match v.js_string().filter(|s| !s.is_empty() && !matches!(v.value, Value::Null | Value::Bool(_))) {
+    match v
+        .js_string()
+        .filter(|s| !s.is_empty() && !matches!(v.value, Value::Null | Value::Bool(_)))
+    {
         Some(s) => {
             d.name = Some((s, v.span));
             Ok(())
@@ -277,7 +306,10 @@ fn script(d: &mut Draft, v: &Node) -> Result<(), Bad> {
             d.script = Some((s.trim().to_string(), v.span));
             Ok(())
         }
-        _ => Err(bad("`script` to be the file or command to run", Some("e.g. `script: server.js` or `script: npm` with `args: start`"))),
+        _ => Err(bad(
+            "`script` to be the file or command to run",
+            Some("e.g. `script: server.js` or `script: npm` with `args: start`"),
+        )),
     }
 }
 
@@ -310,12 +342,17 @@ pub fn env_map(key: &str, v: &Node) -> Result<Vec<(String, String)>, Bad> {
         Value::Map(entries) => Ok(entries
             .iter()
             .map(|(k, val)| {
-                let s = val.js_string().unwrap_or_else(|| serde_json::to_string(val).unwrap_or_default());
+                let s = val
+                    .js_string()
+                    .unwrap_or_else(|| serde_json::to_string(val).unwrap_or_default());
                 (k.name.clone(), s)
             })
             .collect()),
         Value::Null => Ok(Vec::new()),
-        _ => Err(bad(format!("`{key}` to be a mapping of variable names to values"), Some("e.g. `env: {NODE_ENV: production, PORT: 3000}`"))),
+        _ => Err(bad(
+            format!("`{key}` to be a mapping of variable names to values"),
+            Some("e.g. `env: {NODE_ENV: production, PORT: 3000}`"),
+        )),
     }
 }
 
@@ -351,7 +388,12 @@ fn exec_mode(d: &mut Draft, v: &Node) -> Result<(), Bad> {
         },
         _ => None,
     };
-    d.exec_mode = Some(mode.ok_or_else(|| bad("`exec_mode` to be `fork` or `cluster` (or `fork_mode`, `cluster_mode`)", None))?);
+    d.exec_mode = Some(mode.ok_or_else(|| {
+        bad(
+            "`exec_mode` to be `fork` or `cluster` (or `fork_mode`, `cluster_mode`)",
+            None,
+        )
+    })?);
     Ok(())
 }
 
@@ -388,7 +430,12 @@ fn exp_backoff_restart_delay(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn max_memory_restart(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    let expected = || bad("`max_memory_restart` to be bytes or a size with K, M or G (500M, 1G)", None);
+    let expected = || {
+        bad(
+            "`max_memory_restart` to be bytes or a size with K, M or G (500M, 1G)",
+            None,
+        )
+    };
     d.max_memory_restart = Some(match &v.value {
         Value::Num(n) if n.is_finite() && *n >= 1.0 => *n as u64,
         Value::Str(s) => parse_size(s).map_err(|_| expected())?,
@@ -420,10 +467,22 @@ fn shutdown_with_message(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn stop_exit_codes(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    let one = |n: &Node| whole("stop_exit_codes", n).filter(|c| (0..=255).contains(c)).map(|c| c as i32);
-    let expected = || bad("`stop_exit_codes` to be an exit code (0 to 255) or a list of them", None);
+    let one = |n: &Node| {
+        whole("stop_exit_codes", n)
+            .filter(|c| (0..=255).contains(c))
+            .map(|c| c as i32)
+    };
+    let expected = || {
+        bad(
+            "`stop_exit_codes` to be an exit code (0 to 255) or a list of them",
+            None,
+        )
+    };
     d.restart.stop_exit_codes = match &v.value {
-        Value::Seq(items) => items.iter().map(|i| one(i).ok_or_else(expected)).collect::<Result<_, _>>()?,
+        Value::Seq(items) => items
+            .iter()
+            .map(|i| one(i).ok_or_else(expected))
+            .collect::<Result<_, _>>()?,
         _ => vec![one(v).ok_or_else(expected)?],
     };
     Ok(())
@@ -459,14 +518,23 @@ fn port(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 
 fn kill_signal(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     let s = v.js_string().unwrap_or_default();
-    d.stop.kill_signal = parse_signal(&s).map_err(|_| bad("`kill_signal` to be a signal name (SIGTERM, TERM) or number", None))?;
+    d.stop.kill_signal = parse_signal(&s).map_err(|_| {
+        bad(
+            "`kill_signal` to be a signal name (SIGTERM, TERM) or number",
+            None,
+        )
+    })?;
     Ok(())
 }
 
 fn ready(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     let s = string("ready", v)?;
-    d.ready.source = crate::cli::parse_ready(&s)
-        .map_err(|_| bad("`ready` to be started, ipc, notify, tcp:PORT or http://HOST:PORT/PATH", None))?;
+    d.ready.source = crate::cli::parse_ready(&s).map_err(|_| {
+        bad(
+            "`ready` to be started, ipc, notify, tcp:PORT or http://HOST:PORT/PATH",
+            None,
+        )
+    })?;
     Ok(())
 }
 
@@ -497,20 +565,52 @@ mod tests {
     fn every_key_is_documented_once() {
         let mut seen = std::collections::HashSet::new();
         for d in APP_KEYS {
-            assert!(!d.doc.is_empty() && !d.pm2.is_empty() && !d.default.is_empty(), "{}", d.name);
+            assert!(
+                !d.doc.is_empty() && !d.pm2.is_empty() && !d.default.is_empty(),
+                "{}",
+                d.name
+            );
             for s in std::iter::once(d.name).chain(d.aliases.iter().copied()) {
                 assert!(seen.insert(s), "{s} defined twice");
             }
             let ignored = matches!(d.handling, Handling::Ignored(_));
-            assert_eq!(ignored, d.apply.is_none() && d.name != "env_<name>", "{}", d.name);
+            assert_eq!(
+                ignored,
+                d.apply.is_none() && d.name != "env_<name>",
+                "{}",
+                d.name
+            );
         }
     }
 
-    #[test]
-    fn every_key_is_in_the_readme_table() {
-        let readme = include_str!("../../README.md");
+    /// The README's table of PM2 keys, made from the definitions above.
+    fn readme_table() -> String {
+        let mut t =
+            String::from("| key | what it does | PM2 default | procward |\n|---|---|---|---|\n");
         for d in APP_KEYS {
-            assert!(readme.contains(&format!("| `{}`", d.name)), "README lacks a row for `{}`", d.name);
+            let mut key = format!("`{}`", d.name);
+            for a in d.aliases {
+                key.push_str(&format!(", `{a}`"));
+            }
+            let how = match d.handling {
+                Handling::Honoured => "honoured".to_string(),
+                Handling::Different(why) => format!("honoured; different: {why}"),
+                Handling::Ignored(why) => format!("ignored with a warning: {why}"),
+                Handling::Procward => "procward only".to_string(),
+            };
+            t.push_str(&format!("| {key} | {} | {} | {how} |\n", d.doc, d.default));
+        }
+        t
+    }
+
+    #[test]
+    fn the_readme_table_matches_the_definitions() {
+        let readme = include_str!("../../README.md");
+        let table = readme_table();
+        if !readme.contains(&table) {
+            panic!(
+                "README.md's \"Coming from PM2\" table is out of date; it should read:\n{table}"
+            );
         }
     }
 
@@ -522,7 +622,10 @@ mod tests {
 
     #[test]
     fn script_and_its_alias() {
-        assert_eq!(with("script", "server.js").unwrap().script.unwrap().0, "server.js");
+        assert_eq!(
+            with("script", "server.js").unwrap().script.unwrap().0,
+            "server.js"
+        );
         assert_eq!(with("exec", "npm").unwrap().script.unwrap().0, "npm");
         assert!(with("script", "42").is_err());
     }
@@ -530,17 +633,41 @@ mod tests {
     #[test]
     fn args_as_string_or_list() {
         assert_eq!(with("args", "start").unwrap().args, ["start"]);
-        assert_eq!(with("args", "\"--port 80 --title 'my app'\"").unwrap().args, ["--port", "80", "--title", "my app"]);
+        assert_eq!(
+            with("args", "\"--port 80 --title 'my app'\"").unwrap().args,
+            ["--port", "80", "--title", "my app"]
+        );
         assert_eq!(with("args", "[-p, 80]").unwrap().args, ["-p", "80"]);
         assert!(with("args", "{a: 1}").is_err());
     }
 
     #[test]
     fn interpreter_and_its_args() {
-        assert_eq!(with("interpreter", "none").unwrap().interpreter.unwrap().0, "none");
-        assert_eq!(with("exec_interpreter", "/usr/bin/python3").unwrap().interpreter.unwrap().0, "/usr/bin/python3");
-        assert_eq!(with("node_args", "--max-old-space-size=512 --inspect").unwrap().interpreter_args.len(), 2);
-        assert_eq!(with("interpreter_args", "[--harmony]").unwrap().interpreter_args, ["--harmony"]);
+        assert_eq!(
+            with("interpreter", "none").unwrap().interpreter.unwrap().0,
+            "none"
+        );
+        assert_eq!(
+            with("exec_interpreter", "/usr/bin/python3")
+                .unwrap()
+                .interpreter
+                .unwrap()
+                .0,
+            "/usr/bin/python3"
+        );
+        assert_eq!(
+            with("node_args", "--max-old-space-size=512 --inspect")
+                .unwrap()
+                .interpreter_args
+                .len(),
+            2
+        );
+        assert_eq!(
+            with("interpreter_args", "[--harmony]")
+                .unwrap()
+                .interpreter_args,
+            ["--harmony"]
+        );
     }
 
     #[test]
@@ -550,7 +677,11 @@ mod tests {
 
     #[test]
     fn env_values_become_strings() {
-        let d = with("env", "{PORT: 3000, DEBUG: false, EMPTY: null, NAME: web, RATIO: 0.5}").unwrap();
+        let d = with(
+            "env",
+            "{PORT: 3000, DEBUG: false, EMPTY: null, NAME: web, RATIO: 0.5}",
+        )
+        .unwrap();
         let get = |k: &str| d.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
         assert_eq!(get("PORT"), "3000");
         assert_eq!(get("DEBUG"), "false");
@@ -571,8 +702,14 @@ mod tests {
 
     #[test]
     fn exec_mode() {
-        assert_eq!(with("exec_mode", "cluster_mode").unwrap().exec_mode, Some(ExecMode::Cluster));
-        assert_eq!(with("exec_mode", "fork").unwrap().exec_mode, Some(ExecMode::Fork));
+        assert_eq!(
+            with("exec_mode", "cluster_mode").unwrap().exec_mode,
+            Some(ExecMode::Cluster)
+        );
+        assert_eq!(
+            with("exec_mode", "fork").unwrap().exec_mode,
+            Some(ExecMode::Fork)
+        );
         assert!(with("exec_mode", "threads").is_err());
     }
 
@@ -590,13 +727,43 @@ mod tests {
 
     #[test]
     fn times_in_ms_or_with_units() {
-        assert_eq!(with("min_uptime", "5000").unwrap().restart.min_uptime, Duration::from_secs(5));
-        assert_eq!(with("min_uptime", "10s").unwrap().restart.min_uptime, Duration::from_secs(10));
-        assert_eq!(with("restart_delay", "'250'").unwrap().restart.restart_delay, Duration::from_millis(250));
-        assert_eq!(with("kill_timeout", "3000").unwrap().stop.kill_timeout, Duration::from_secs(3));
-        assert_eq!(with("listen_timeout", "1m").unwrap().ready.listen_timeout, Duration::from_secs(60));
-        assert_eq!(with("exp_backoff_restart_delay", "100").unwrap().restart.exp_backoff_restart_delay, Some(Duration::from_millis(100)));
-        assert_eq!(with("exp_backoff_restart_delay", "0").unwrap().restart.exp_backoff_restart_delay, None);
+        assert_eq!(
+            with("min_uptime", "5000").unwrap().restart.min_uptime,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            with("min_uptime", "10s").unwrap().restart.min_uptime,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with("restart_delay", "'250'")
+                .unwrap()
+                .restart
+                .restart_delay,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            with("kill_timeout", "3000").unwrap().stop.kill_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            with("listen_timeout", "1m").unwrap().ready.listen_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            with("exp_backoff_restart_delay", "100")
+                .unwrap()
+                .restart
+                .exp_backoff_restart_delay,
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            with("exp_backoff_restart_delay", "0")
+                .unwrap()
+                .restart
+                .exp_backoff_restart_delay,
+            None
+        );
         assert!(with("kill_timeout", "-5").is_err());
         assert!(with("kill_timeout", "soon").is_err());
         assert!(with("watchdog", "30s").unwrap().watchdog.is_some());
@@ -604,24 +771,60 @@ mod tests {
 
     #[test]
     fn max_memory_restart() {
-        assert_eq!(with("max_memory_restart", "500M").unwrap().max_memory_restart, Some(500 << 20));
-        assert_eq!(with("max_memory_restart", "1G").unwrap().max_memory_restart, Some(1 << 30));
-        assert_eq!(with("max_memory_restart", "1048576").unwrap().max_memory_restart, Some(1 << 20));
+        assert_eq!(
+            with("max_memory_restart", "500M")
+                .unwrap()
+                .max_memory_restart,
+            Some(500 << 20)
+        );
+        assert_eq!(
+            with("max_memory_restart", "1G").unwrap().max_memory_restart,
+            Some(1 << 30)
+        );
+        assert_eq!(
+            with("max_memory_restart", "1048576")
+                .unwrap()
+                .max_memory_restart,
+            Some(1 << 20)
+        );
         assert!(with("max_memory_restart", "huge").is_err());
     }
 
     #[test]
     fn readiness_keys() {
-        assert_eq!(with("wait_ready", "true").unwrap().ready.source, ReadySource::NodeIpc);
-        assert_eq!(with("ready", "tcp:8080").unwrap().ready.source, ReadySource::Tcp(8080));
+        assert_eq!(
+            with("wait_ready", "true").unwrap().ready.source,
+            ReadySource::NodeIpc
+        );
+        assert_eq!(
+            with("ready", "tcp:8080").unwrap().ready.source,
+            ReadySource::Tcp(8080)
+        );
         assert!(with("strict_ready", "true").unwrap().ready.strict);
-        assert!(with("shutdown_with_message", "true").unwrap().stop.shutdown_with_message);
+        assert!(
+            with("shutdown_with_message", "true")
+                .unwrap()
+                .stop
+                .shutdown_with_message
+        );
     }
 
     #[test]
     fn stop_exit_codes() {
-        assert_eq!(with("stop_exit_codes", "[0, 3]").unwrap().restart.stop_exit_codes, [0, 3]);
-        assert_eq!(with("stop_exit_codes", "0").unwrap().restart.stop_exit_codes, [0]);
+        assert_eq!(
+            with("stop_exit_codes", "[0, 3]")
+                .unwrap()
+                .restart
+                .stop_exit_codes,
+            [0, 3]
+        );
+        assert_eq!(
+            with("stop_exit_codes", "0")
+                .unwrap()
+                .restart
+                .stop_exit_codes,
+            [0]
+        );
         assert!(with("stop_exit_codes", "[300]").is_err());
     }
 
@@ -636,7 +839,10 @@ mod tests {
 
     #[test]
     fn kill_signal() {
-        assert_eq!(with("kill_signal", "SIGTERM").unwrap().stop.kill_signal, nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(
+            with("kill_signal", "SIGTERM").unwrap().stop.kill_signal,
+            nix::sys::signal::Signal::SIGTERM
+        );
         assert!(with("kill_signal", "SIGNOPE").is_err());
     }
 }

@@ -45,7 +45,11 @@ pub struct Loaded {
 /// Reads, validates and resolves a process file.
 pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
     let (tree, dotenv) = read(file)?;
-    let mut v = Validator { file: file.to_path_buf(), errors: Vec::new(), warnings: Vec::new() };
+    let mut v = Validator {
+        file: file.to_path_buf(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     let base = std::path::absolute(file)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -60,9 +64,15 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
     }
     v.unique_names(&drafts);
     if let Some(env) = &sel.env {
-        let known = app_nodes.iter().any(|n| n.get(&format!("env_{env}")).is_some());
+        let known = app_nodes
+            .iter()
+            .any(|n| n.get(&format!("env_{env}")).is_some());
         if !known && !app_nodes.is_empty() {
-            v.warn(Span::default(), String::new(), format!("no app has `env_{env}`; `--env {env}` changes nothing"));
+            v.warn(
+                Span::default(),
+                String::new(),
+                format!("no app has `env_{env}`; `--env {env}` changes nothing"),
+            );
         }
     }
     let passwd_group = users::system_files();
@@ -73,22 +83,39 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
             apps.push(app);
         }
     }
-    if matches!(file.extension().and_then(|e| e.to_str()), Some("js" | "cjs" | "mjs")) {
+    if matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("js" | "cjs" | "mjs")
+    ) {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        v.errors.iter_mut().chain(v.warnings.iter_mut()).for_each(|p| locate_in_source(p, &text));
+        v.errors
+            .iter_mut()
+            .chain(v.warnings.iter_mut())
+            .for_each(|p| locate_in_source(p, &text));
     }
     if !v.errors.is_empty() {
         return Err(Errors(v.errors));
     }
     if !sel.only.is_empty() {
         let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-        let unknown: Vec<&String> = sel.only.iter().filter(|o| !names.contains(&o.as_str())).collect();
+        let unknown: Vec<&String> = sel
+            .only
+            .iter()
+            .filter(|o| !names.contains(&o.as_str()))
+            .collect();
         if !unknown.is_empty() {
             let p = Problem {
                 file: file.to_path_buf(),
                 span: Span::default(),
                 path: String::new(),
-                message: format!("expected `--only` to name apps of this file, found `{}`", unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("`, `")),
+                message: format!(
+                    "expected `--only` to name apps of this file, found `{}`",
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                ),
                 hint: Some(format!("the apps are: {}", names.join(", "))),
             };
             return Err(Errors(vec![p]));
@@ -96,7 +123,12 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         apps.retain(|a| sel.only.contains(&a.name));
     }
     let tree = with_dotenv(tree, &dotenv);
-    Ok(Loaded { apps, agent, warnings: v.warnings, tree })
+    Ok(Loaded {
+        apps,
+        agent,
+        warnings: v.warnings,
+        tree,
+    })
 }
 
 /// Reads the file into a tree, by its extension (content decides for any
@@ -109,13 +141,27 @@ pub fn read(file: &Path) -> Result<(Node, Vec<(String, String)>), Errors> {
         return Ok((e.config, e.env));
     }
     let text = std::fs::read_to_string(file).map_err(|e| {
-        super::error::fatal(file, Span::default(), format!("cannot read the process file: {e}"), Some("check the path given to -c".into()))
+        super::error::fatal(
+            file,
+            Span::default(),
+            format!("cannot read the process file: {e}"),
+            Some("check the path given to -c".into()),
+        )
     })?;
     let looks_json = matches!(ext, "json" | "json5")
         || (!matches!(ext, "yaml" | "yml") && text.trim_start().starts_with(['{', '[']));
-    let parsed = if looks_json { json::parse(&text) } else { yaml::parse(&text) };
-    let hint = if looks_json { "PM2 reads .json files as JavaScript object literals: comments, unquoted keys and trailing commas are fine" } else { "check the indentation: list items start with `- `, keys end with `:`" };
-    let node = parsed.map_err(|e| super::error::fatal(file, e.span, e.message, Some(hint.into())))?;
+    let parsed = if looks_json {
+        json::parse(&text)
+    } else {
+        yaml::parse(&text)
+    };
+    let hint = if looks_json {
+        "PM2 reads .json files as JavaScript object literals: comments, unquoted keys and trailing commas are fine"
+    } else {
+        "check the indentation: list items start with `- `, keys end with `:`"
+    };
+    let node =
+        parsed.map_err(|e| super::error::fatal(file, e.span, e.message, Some(hint.into())))?;
     Ok((node, Vec::new()))
 }
 
@@ -126,13 +172,29 @@ fn with_dotenv(mut tree: Node, dotenv: &[(String, String)]) -> Node {
         return tree;
     }
     let add = |app: &mut Node| {
-        let Value::Map(entries) = &mut app.value else { return };
+        let Value::Map(entries) = &mut app.value else {
+            return;
+        };
         let extra: Vec<(Key, Node)> = dotenv
             .iter()
-            .map(|(k, v)| (Key { name: k.clone(), span: Span::default() }, Node::new(Value::Str(v.clone()), Span::default())))
+            .map(|(k, v)| {
+                (
+                    Key {
+                        name: k.clone(),
+                        span: Span::default(),
+                    },
+                    Node::new(Value::Str(v.clone()), Span::default()),
+                )
+            })
             .collect();
         match entries.iter_mut().find(|(k, _)| k.name == "env") {
-            Some((_, Node { value: Value::Map(env), .. })) => {
+            Some((
+                _,
+                Node {
+                    value: Value::Map(env),
+                    ..
+                },
+            )) => {
                 for (k, v) in extra.into_iter().rev() {
                     if !env.iter().any(|(e, _)| e.name == k.name) {
                         env.insert(0, (k, v));
@@ -140,13 +202,25 @@ fn with_dotenv(mut tree: Node, dotenv: &[(String, String)]) -> Node {
                 }
             }
             Some(_) => {}
-            None => entries.push((Key { name: "env".into(), span: Span::default() }, Node::new(Value::Map(extra), Span::default()))),
+            None => entries.push((
+                Key {
+                    name: "env".into(),
+                    span: Span::default(),
+                },
+                Node::new(Value::Map(extra), Span::default()),
+            )),
         }
     };
     match &mut tree.value {
         Value::Seq(apps) => apps.iter_mut().for_each(add),
         Value::Map(entries) => match entries.iter_mut().find(|(k, _)| k.name == "apps") {
-            Some((_, Node { value: Value::Seq(apps), .. })) => apps.iter_mut().for_each(add),
+            Some((
+                _,
+                Node {
+                    value: Value::Seq(apps),
+                    ..
+                },
+            )) => apps.iter_mut().for_each(add),
             Some((_, app)) => add(app),
             None => add(&mut tree),
         },
@@ -162,15 +236,35 @@ struct Validator {
 }
 
 const TOP_KEYS: [&str; 3] = ["apps", "procward", "deploy"];
-const AGENT_KEYS: [&str; 7] = ["metrics", "log_format", "log_level", "sighup", "sample_interval", "metrics_compat", "control_socket"];
+const AGENT_KEYS: [&str; 7] = [
+    "metrics",
+    "log_format",
+    "log_level",
+    "sighup",
+    "sample_interval",
+    "metrics_compat",
+    "control_socket",
+];
 
 impl Validator {
     fn error(&mut self, span: Span, path: String, message: String, hint: Option<String>) {
-        self.errors.push(Problem { file: self.file.clone(), span, path, message, hint });
+        self.errors.push(Problem {
+            file: self.file.clone(),
+            span,
+            path,
+            message,
+            hint,
+        });
     }
 
     fn warn(&mut self, span: Span, path: String, message: String) {
-        self.warnings.push(Problem { file: self.file.clone(), span, path, message, hint: None });
+        self.warnings.push(Problem {
+            file: self.file.clone(),
+            span,
+            path,
+            message,
+            hint: None,
+        });
     }
 
     fn unknown_key(&mut self, key: &Key, path: String, known: Vec<&str>, what: &str) {
@@ -178,7 +272,12 @@ impl Validator {
             Some(k) => format!("did you mean `{k}`?"),
             None => format!("see \"Coming from PM2\" in the README for the {what}s procward knows"),
         };
-        self.error(key.span, path, format!("expected a known {what}, found `{}`", key.name), Some(hint));
+        self.error(
+            key.span,
+            path,
+            format!("expected a known {what}, found `{}`", key.name),
+            Some(hint),
+        );
     }
 
     /// The app nodes and the `procward:` section.
@@ -204,12 +303,28 @@ impl Validator {
                     }
                 }
                 if tree.get("apps").is_none() && self.errors.is_empty() {
-                    self.error(tree.span, String::new(), "expected an `apps:` list of apps, found none".into(), Some("a process file looks like `apps: [{name: web, script: server.js}]`".into()));
+                    self.error(
+                        tree.span,
+                        String::new(),
+                        "expected an `apps:` list of apps, found none".into(),
+                        Some(
+                            "a process file looks like `apps: [{name: web, script: server.js}]`"
+                                .into(),
+                        ),
+                    );
                 }
                 (apps, tree.get("procward"))
             }
             _ => {
-                self.error(tree.span, String::new(), format!("expected a mapping with an `apps:` list, found {}", tree.found()), None);
+                self.error(
+                    tree.span,
+                    String::new(),
+                    format!(
+                        "expected a mapping with an `apps:` list, found {}",
+                        tree.found()
+                    ),
+                    None,
+                );
                 (Vec::new(), None)
             }
         }
@@ -219,7 +334,15 @@ impl Validator {
     fn app(&mut self, n: &Node, i: usize, env_name: Option<&str>) -> Option<Draft> {
         let path = format!("apps[{i}]");
         let Some(entries) = n.as_map() else {
-            self.error(n.span, path, format!("expected an app (a mapping with `script`), found {}", n.found()), None);
+            self.error(
+                n.span,
+                path,
+                format!(
+                    "expected an app (a mapping with `script`), found {}",
+                    n.found()
+                ),
+                None,
+            );
             return None;
         };
         let mut d = Draft::default();
@@ -230,7 +353,12 @@ impl Validator {
                 match keys::env_map(&k.name, v) {
                     Ok(e) if Some(suffix) == env_name => selected_env = Some(e),
                     Ok(_) => {}
-                    Err(b) => self.error(v.span, kpath, format!("expected {}, found {}", b.expected, v.found()), b.hint),
+                    Err(b) => self.error(
+                        v.span,
+                        kpath,
+                        format!("expected {}, found {}", b.expected, v.found()),
+                        b.hint,
+                    ),
                 }
                 continue;
             }
@@ -240,15 +368,25 @@ impl Validator {
             };
             match (def.handling, def.apply) {
                 // `watch: false` and the like ask for nothing: no warning.
-                (Handling::Ignored(_), _) if matches!(v.value, Value::Bool(false) | Value::Null) => {}
+                (Handling::Ignored(_), _)
+                    if matches!(v.value, Value::Bool(false) | Value::Null) => {}
                 (Handling::Ignored(why), _) => {
-                    if !self.warnings.iter().any(|w| w.message.starts_with(&format!("`{}` ", k.name))) {
+                    if !self
+                        .warnings
+                        .iter()
+                        .any(|w| w.message.starts_with(&format!("`{}` ", k.name)))
+                    {
                         self.warn(k.span, kpath, format!("`{}` is ignored: {why}", k.name));
                     }
                 }
                 (_, Some(apply)) => {
                     if let Err(b) = apply(&mut d, v) {
-                        self.error(v.span, kpath, format!("expected {}, found {}", b.expected, v.found()), b.hint);
+                        self.error(
+                            v.span,
+                            kpath,
+                            format!("expected {}, found {}", b.expected, v.found()),
+                            b.hint,
+                        );
                     }
                 }
                 (_, None) => {}
@@ -262,7 +400,12 @@ impl Validator {
             }
         }
         if d.script.is_none() {
-            self.error(n.span, path, "expected `script` (the file or command to run) in this app, found none".into(), Some("e.g. `script: server.js`, or `script: npm` with `args: start`".into()));
+            self.error(
+                n.span,
+                path,
+                "expected `script` (the file or command to run) in this app, found none".into(),
+                Some("e.g. `script: server.js`, or `script: npm` with `args: start`".into()),
+            );
         }
         Some(d)
     }
@@ -276,8 +419,17 @@ impl Validator {
                 (None, None) => continue,
             };
             if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
-                let where_ = if first.known() { format!(" (first at line {})", first.line) } else { String::new() };
-                self.error(at, format!("apps[{i}].name"), format!("expected app names to be unique, found `{name}` again{where_}"), Some("give each app its own `name`".into()));
+                let where_ = if first.known() {
+                    format!(" (first at line {})", first.line)
+                } else {
+                    String::new()
+                };
+                self.error(
+                    at,
+                    format!("apps[{i}].name"),
+                    format!("expected app names to be unique, found `{name}` again{where_}"),
+                    Some("give each app its own `name`".into()),
+                );
             } else {
                 seen.push((name, at));
             }
@@ -286,7 +438,16 @@ impl Validator {
 
     /// Turns a draft into an app: paths, command line, instances, users.
     #[allow(clippy::too_many_arguments)]
-    fn resolve(&mut self, d: &Draft, span: Span, i: usize, base: &Path, dotenv: &[(String, String)], files: &(String, String), cpus: u32) -> Option<AppSpec> {
+    fn resolve(
+        &mut self,
+        d: &Draft,
+        span: Span,
+        i: usize,
+        base: &Path,
+        dotenv: &[(String, String)],
+        files: &(String, String),
+        cpus: u32,
+    ) -> Option<AppSpec> {
         let (script, script_span) = d.script.clone()?;
         let path = format!("apps[{i}].script");
         let cwd = match &d.cwd {
@@ -311,7 +472,12 @@ impl Validator {
         } else if !script.contains('/') && which(&script).is_some() {
             (PathBuf::from(&script), true)
         } else {
-            self.error(script_span, path, format!("expected `script` to be a file or a program in PATH, found `{script}`"), Some(format!("looked for {} and in PATH", as_file.display())));
+            self.error(
+                script_span,
+                path,
+                format!("expected `script` to be a file or a program in PATH, found `{script}`"),
+                Some(format!("looked for {} and in PATH", as_file.display())),
+            );
             return None;
         };
         let interpreter = match &d.interpreter {
@@ -322,7 +488,15 @@ impl Validator {
         .filter(|s| s != "none");
         if let (Some(interp), Some((_, ispan))) = (&interpreter, &d.interpreter) {
             if interp.starts_with('/') && !Path::new(interp).exists() {
-                self.error(*ispan, format!("apps[{i}].interpreter"), format!("expected `interpreter` to exist, found `{interp}`"), Some("give an absolute path that exists, a program name in PATH, or `none`".into()));
+                self.error(
+                    *ispan,
+                    format!("apps[{i}].interpreter"),
+                    format!("expected `interpreter` to exist, found `{interp}`"),
+                    Some(
+                        "give an absolute path that exists, a program name in PATH, or `none`"
+                            .into(),
+                    ),
+                );
             }
         }
         let mut argv: Vec<OsString> = Vec::new();
@@ -330,12 +504,20 @@ impl Validator {
             argv.push(interp.into());
             argv.extend(d.interpreter_args.iter().map(OsString::from));
             // A program found in PATH and run by an interpreter needs its path.
-            argv.push(if in_path { which(&script).unwrap_or(program).into() } else { program.into() });
+            argv.push(if in_path {
+                which(&script).unwrap_or(program).into()
+            } else {
+                program.into()
+            });
         } else {
             argv.push(program.into());
         }
         argv.extend(args.iter().map(OsString::from));
-        let name = d.name.as_ref().map(|n| n.0.clone()).unwrap_or_else(|| default_name(&script));
+        let name = d
+            .name
+            .as_ref()
+            .map(|n| n.0.clone())
+            .unwrap_or_else(|| default_name(&script));
         // Environment: the evaluated file's process.env additions, then env
         // (env_<name> already merged), then PORT (Common.js prepareAppConf).
         let mut env: Vec<(String, String)> = Vec::new();
@@ -358,8 +540,16 @@ impl Validator {
         };
         // Common.js sink.determineExecMode: instances set, no exec_mode, and
         // a node or bun interpreter means cluster mode.
-        let node_like = interpreter.as_deref().is_some_and(|s| s.contains("node") || s.contains("bun"));
-        let exec_mode = d.exec_mode.unwrap_or(if d.instances.is_some() && node_like { ExecMode::Cluster } else { ExecMode::Fork });
+        let node_like = interpreter
+            .as_deref()
+            .is_some_and(|s| s.contains("node") || s.contains("bun"));
+        let exec_mode = d
+            .exec_mode
+            .unwrap_or(if d.instances.is_some() && node_like {
+                ExecMode::Cluster
+            } else {
+                ExecMode::Fork
+            });
         let (mut uid, mut gid) = (None, None);
         if let Some((u, uspan)) = &d.user {
             match users::user(&files.0, u) {
@@ -367,13 +557,23 @@ impl Validator {
                     uid = Some(found.uid);
                     gid = Some(found.gid);
                 }
-                None => self.error(*uspan, format!("apps[{i}].uid"), format!("expected `uid` to be a user of /etc/passwd or a number, found `{u}`"), None),
+                None => self.error(
+                    *uspan,
+                    format!("apps[{i}].uid"),
+                    format!("expected `uid` to be a user of /etc/passwd or a number, found `{u}`"),
+                    None,
+                ),
             }
         }
         if let Some((g, gspan)) = &d.group {
             match users::group(&files.1, g) {
                 Some(found) => gid = Some(found),
-                None => self.error(*gspan, format!("apps[{i}].gid"), format!("expected `gid` to be a group of /etc/group or a number, found `{g}`"), None),
+                None => self.error(
+                    *gspan,
+                    format!("apps[{i}].gid"),
+                    format!("expected `gid` to be a group of /etc/group or a number, found `{g}`"),
+                    None,
+                ),
             }
         }
         let _ = span;
@@ -397,34 +597,59 @@ impl Validator {
     fn agent(&mut self, n: &Node) -> AgentSettings {
         let mut a = AgentSettings::default();
         let Some(entries) = n.as_map() else {
-            self.error(n.span, "procward".into(), format!("expected `procward` to be a mapping of agent settings, found {}", n.found()), None);
+            self.error(
+                n.span,
+                "procward".into(),
+                format!(
+                    "expected `procward` to be a mapping of agent settings, found {}",
+                    n.found()
+                ),
+                None,
+            );
             return a;
         };
         for (k, v) in entries {
             let path = format!("procward.{}", k.name);
             let s = v.js_string().unwrap_or_default();
-            let bad = |what: &str| (v.span, path.clone(), format!("expected `{}` to be {what}, found {}", k.name, v.found()));
+            let bad = |what: &str| {
+                (
+                    v.span,
+                    path.clone(),
+                    format!("expected `{}` to be {what}, found {}", k.name, v.found()),
+                )
+            };
             let result: Result<(), (Span, String, String)> = match k.name.as_str() {
-                "metrics" => s.parse().map(|addr| a.metrics_addr = Some(addr)).map_err(|_| bad("an address such as 0.0.0.0:9100")),
+                "metrics" => s
+                    .parse()
+                    .map(|addr| a.metrics_addr = Some(addr))
+                    .map_err(|_| bad("an address such as 0.0.0.0:9100")),
                 "log_format" => match s.as_str() {
-                    "text" => Ok(a.log_format = LogFormat::Text),
-                    "json" => Ok(a.log_format = LogFormat::Json),
+                    "text" => set(&mut a.log_format, LogFormat::Text),
+                    "json" => set(&mut a.log_format, LogFormat::Json),
                     _ => Err(bad("text or json")),
                 },
-                "log_level" if matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace") => Ok(a.log_level = s),
+                "log_level"
+                    if matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace") =>
+                {
+                    set(&mut a.log_level, s)
+                }
                 "log_level" => Err(bad("error, warn, info, debug or trace")),
                 "sighup" => match s.as_str() {
-                    "reload" => Ok(a.sighup = SighupAction::Reload),
-                    "forward" => Ok(a.sighup = SighupAction::Forward),
+                    "reload" => set(&mut a.sighup, SighupAction::Reload),
+                    "forward" => set(&mut a.sighup, SighupAction::Forward),
                     _ => Err(bad("reload or forward")),
                 },
                 "sample_interval" => match keys::duration("sample_interval", v) {
-                    Ok(d) if !d.is_zero() => Ok(a.sample_interval = d),
+                    Ok(d) if !d.is_zero() => set(&mut a.sample_interval, d),
                     _ => Err(bad("a duration above zero (1000, 1s)")),
                 },
-                "metrics_compat" if s == "pm2" => Ok(a.metrics_compat = Some(MetricsCompat::Pm2)),
+                "metrics_compat" if s == "pm2" => {
+                    set(&mut a.metrics_compat, Some(MetricsCompat::Pm2))
+                }
                 "metrics_compat" => Err(bad("pm2")),
-                "control_socket" if matches!(v.value, Value::Str(_)) && !s.is_empty() => Ok(a.control_socket = Some(PathBuf::from(s))),
+                "control_socket" if matches!(v.value, Value::Str(_)) && !s.is_empty() => {
+                    set(&mut a.control_socket, Some(PathBuf::from(s)))
+                }
                 "control_socket" => Err(bad("a path")),
                 _ => {
                     self.unknown_key(k, path.clone(), AGENT_KEYS.to_vec(), "`procward:` setting");
@@ -443,7 +668,14 @@ impl Validator {
 /// written exactly once in the source (`max_memory_restrat: '1G'`); keys
 /// written several times keep their path (`apps[1].instances`).
 fn locate_in_source(p: &mut Problem, text: &str) {
-    let Some(key) = p.path.rsplit('.').next().filter(|k| !k.is_empty() && !k.contains('[')) else { return };
+    let Some(key) = p
+        .path
+        .rsplit('.')
+        .next()
+        .filter(|k| !k.is_empty() && !k.contains('['))
+    else {
+        return;
+    };
     if p.span.known() {
         return;
     }
@@ -454,8 +686,12 @@ fn locate_in_source(p: &mut Problem, text: &str) {
             let before = line[..col].chars().next_back();
             let after = &line[col + key.len()..];
             let quoted = matches!(before, Some('\'' | '"'));
-            let start_ok = before.is_none_or(|c| !ident(c));
-            let rest = if quoted { after.strip_prefix(['\'', '"']).unwrap_or("~") } else { after };
+            let start_ok = before.map_or(true, |c| !ident(c));
+            let rest = if quoted {
+                after.strip_prefix(['\'', '"']).unwrap_or("~")
+            } else {
+                after
+            };
             if start_ok && !rest.starts_with(ident) && rest.trim_start().starts_with(':') {
                 let col = line[..col].chars().count() + 1 - usize::from(quoted);
                 found.push(Span::new(line_no as u32 + 1, col as u32));
@@ -467,9 +703,18 @@ fn locate_in_source(p: &mut Problem, text: &str) {
     }
 }
 
+/// Stores a setting read from the `procward:` section.
+fn set<T, E>(slot: &mut T, value: T) -> Result<(), E> {
+    *slot = value;
+    Ok(())
+}
+
 /// PM2's default name: the script's file name without its extension.
 fn default_name(script: &str) -> String {
-    let first = keys::split_words(script).into_iter().next().unwrap_or_default();
+    let first = keys::split_words(script)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
     Path::new(&first)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -495,8 +740,14 @@ fn by_extension(script: &Path) -> Option<String> {
         "ts" | "tsx" => "bun",
         _ => {
             use std::os::unix::fs::PermissionsExt;
-            let executable = std::fs::metadata(script).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
-            return if executable { None } else { Some("node".into()) };
+            let executable = std::fs::metadata(script)
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            return if executable {
+                None
+            } else {
+                Some("node".into())
+            };
         }
     };
     Some(known.into())
@@ -508,7 +759,11 @@ fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
-        .find(|p| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// Removes `.` and `..` components without touching the file system.
@@ -540,25 +795,47 @@ mod tests {
 
     #[test]
     fn interpreters_by_extension() {
-        assert_eq!(by_extension(Path::new("/x/app.js")).as_deref(), Some("node"));
-        assert_eq!(by_extension(Path::new("/x/job.py")).as_deref(), Some("python3"));
-        assert_eq!(by_extension(Path::new("/x/run.sh")).as_deref(), Some("bash"));
+        assert_eq!(
+            by_extension(Path::new("/x/app.js")).as_deref(),
+            Some("node")
+        );
+        assert_eq!(
+            by_extension(Path::new("/x/job.py")).as_deref(),
+            Some("python3")
+        );
+        assert_eq!(
+            by_extension(Path::new("/x/run.sh")).as_deref(),
+            Some("bash")
+        );
         assert_eq!(by_extension(Path::new("/bin/sh")), None);
     }
 
     #[test]
     fn keys_written_once_in_javascript_get_a_position() {
         let text = "module.exports = {\n  apps: [{\n    script: 'a.js',\n    'max_memory_restrat': '1G',\n    instances: 2,\n  }, { script: 'b.js', instances: 3 }]\n}\n";
-        let mut p = Problem { file: "e.js".into(), span: Span::default(), path: "apps[0].max_memory_restrat".into(), message: String::new(), hint: None };
+        let mut p = Problem {
+            file: "e.js".into(),
+            span: Span::default(),
+            path: "apps[0].max_memory_restrat".into(),
+            message: String::new(),
+            hint: None,
+        };
         locate_in_source(&mut p, text);
         assert_eq!(p.span, Span::new(4, 5));
-        let mut twice = Problem { path: "apps[0].instances".into(), span: Span::default(), ..p };
+        let mut twice = Problem {
+            path: "apps[0].instances".into(),
+            span: Span::default(),
+            ..p
+        };
         locate_in_source(&mut twice, text);
         assert!(!twice.span.known());
     }
 
     #[test]
     fn paths_normalize() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
     }
 }

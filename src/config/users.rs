@@ -14,9 +14,13 @@ pub struct User {
 /// Looks a user up by name or number in `passwd` (the file's text). A
 /// number not in the file is accepted as is, with itself as group.
 pub fn user(passwd: &str, name_or_id: &str) -> Option<User> {
-    let found = entries(passwd).find(|f| f[0] == name_or_id || (name_or_id.parse::<u32>().is_ok() && f[2] == name_or_id));
+    let found = entries(passwd)
+        .find(|f| f[0] == name_or_id || (name_or_id.parse::<u32>().is_ok() && f[2] == name_or_id));
     match found {
-        Some(f) => Some(User { uid: f[2].parse().ok()?, gid: f[3].parse().ok()? }),
+        Some(f) => Some(User {
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+        }),
         None => name_or_id.parse().ok().map(|id| User { uid: id, gid: id }),
     }
 }
@@ -26,7 +30,9 @@ pub fn group(group: &str, name_or_id: &str) -> Option<u32> {
     if let Ok(id) = name_or_id.parse() {
         return Some(id);
     }
-    entries(group).find(|f| f[0] == name_or_id).and_then(|f| f[2].parse().ok())
+    entries(group)
+        .find(|f| f[0] == name_or_id)
+        .and_then(|f| f[2].parse().ok())
 }
 
 /// The system's /etc/passwd and /etc/group (empty when missing).
@@ -53,9 +59,21 @@ mod tests {
 
     #[test]
     fn names_and_numbers_resolve() {
-        assert_eq!(user(PASSWD, "node"), Some(User { uid: 1000, gid: 1000 }));
+        assert_eq!(
+            user(PASSWD, "node"),
+            Some(User {
+                uid: 1000,
+                gid: 1000
+            })
+        );
         assert_eq!(user(PASSWD, "33"), Some(User { uid: 33, gid: 33 }));
-        assert_eq!(user(PASSWD, "4242"), Some(User { uid: 4242, gid: 4242 }));
+        assert_eq!(
+            user(PASSWD, "4242"),
+            Some(User {
+                uid: 4242,
+                gid: 4242
+            })
+        );
         assert_eq!(user(PASSWD, "nobody-here"), None);
         assert_eq!(group(GROUP, "staff"), Some(50));
         assert_eq!(group(GROUP, "7"), Some(7));

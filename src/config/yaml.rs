@@ -11,14 +11,18 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
 
-use unsafe_libyaml_norway as sys;
+use unsafe_libyaml_norway as unsafe_libyaml;
 
 use super::json::SyntaxError;
 use super::raw::{Key, Node, Span, Value};
 
 /// An event of the parser, with owned data.
 enum Event {
-    Scalar { value: String, plain: bool, anchor: Option<String> },
+    Scalar {
+        value: String,
+        plain: bool,
+        anchor: Option<String>,
+    },
     Alias(String),
     SeqStart(Option<String>),
     SeqEnd,
@@ -32,12 +36,18 @@ enum Event {
 /// Reads the first document of a YAML file; an empty file is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let events = events(text)?;
-    let mut b = Builder { events, pos: 0, anchors: HashMap::new() };
+    let mut b = Builder {
+        events,
+        pos: 0,
+        anchors: HashMap::new(),
+    };
     while matches!(b.events.get(b.pos), Some((Event::Other, _))) {
         b.pos += 1;
     }
     match b.events.get(b.pos) {
-        None | Some((Event::StreamEnd | Event::DocumentEnd, _)) => Ok(Node::new(Value::Null, Span::new(1, 1))),
+        None | Some((Event::StreamEnd | Event::DocumentEnd, _)) => {
+            Ok(Node::new(Value::Null, Span::new(1, 1)))
+        }
         Some(_) => b.node(),
     }
 }
@@ -46,84 +56,109 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// document.
 fn events(text: &str) -> Result<Vec<(Event, Span)>, SyntaxError> {
     let mut out = Vec::new();
-    let mut parser = Box::new(MaybeUninit::<sys::yaml_parser_t>::uninit());
+    let mut parser = Box::new(MaybeUninit::<unsafe_libyaml::yaml_parser_t>::uninit());
     let p = parser.as_mut_ptr();
     // SAFETY: `p` points at memory owned by `parser` for this whole
     // function; libyaml initialises it, reads `text` (which outlives the
     // parser) and is deleted below on every path. Each event is copied into
     // owned Rust data and deleted before the next is read.
     unsafe {
-        if sys::yaml_parser_initialize(p).fail {
-            return Err(SyntaxError { span: Span::new(1, 1), message: "cannot start the YAML parser (out of memory)".into() });
+        if unsafe_libyaml::yaml_parser_initialize(p).fail {
+            return Err(SyntaxError {
+                span: Span::new(1, 1),
+                message: "cannot start the YAML parser (out of memory)".into(),
+            });
         }
-        sys::yaml_parser_set_encoding(p, sys::YAML_UTF8_ENCODING);
-        sys::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as _);
+        unsafe_libyaml::yaml_parser_set_encoding(p, unsafe_libyaml::YAML_UTF8_ENCODING);
+        unsafe_libyaml::yaml_parser_set_input_string(p, text.as_ptr(), text.len() as _);
         let result = loop {
-            let mut ev = MaybeUninit::<sys::yaml_event_t>::uninit();
-            if sys::yaml_parser_parse(p, ev.as_mut_ptr()).fail {
+            let mut ev = MaybeUninit::<unsafe_libyaml::yaml_event_t>::uninit();
+            if unsafe_libyaml::yaml_parser_parse(p, ev.as_mut_ptr()).fail {
                 break Err(parse_error(&*p));
             }
             let ev = ev.assume_init_mut();
-            let span = Span::new(ev.start_mark.line as u32 + 1, ev.start_mark.column as u32 + 1);
+            let span = Span::new(
+                ev.start_mark.line as u32 + 1,
+                ev.start_mark.column as u32 + 1,
+            );
             let event = convert(ev);
-            sys::yaml_event_delete(ev);
+            unsafe_libyaml::yaml_event_delete(ev);
             let done = matches!(event, Event::DocumentEnd | Event::StreamEnd);
             out.push((event, span));
             if done {
                 break Ok(());
             }
         };
-        sys::yaml_parser_delete(p);
+        unsafe_libyaml::yaml_parser_delete(p);
         result.map(|()| out)
     }
 }
 
 /// SAFETY: `ev` is an event just produced by `yaml_parser_parse`.
-unsafe fn convert(ev: &sys::yaml_event_t) -> Event {
+unsafe fn convert(ev: &unsafe_libyaml::yaml_event_t) -> Event {
     let text = |ptr: *const u8| -> Option<String> {
         if ptr.is_null() {
             None
         } else {
-            Some(unsafe { CStr::from_ptr(ptr.cast()) }.to_string_lossy().into_owned())
+            Some(
+                unsafe { CStr::from_ptr(ptr.cast()) }
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         }
     };
     unsafe {
         match ev.type_ {
-            sys::YAML_SCALAR_EVENT => {
+            unsafe_libyaml::YAML_SCALAR_EVENT => {
                 let s = &ev.data.scalar;
                 let bytes = std::slice::from_raw_parts(s.value, s.length as usize);
                 Event::Scalar {
                     value: String::from_utf8_lossy(bytes).into_owned(),
-                    plain: s.style == sys::YAML_PLAIN_SCALAR_STYLE && s.tag.is_null(),
+                    plain: s.style == unsafe_libyaml::YAML_PLAIN_SCALAR_STYLE && s.tag.is_null(),
                     anchor: text(s.anchor),
                 }
             }
-            sys::YAML_ALIAS_EVENT => Event::Alias(text(ev.data.alias.anchor).unwrap_or_default()),
-            sys::YAML_SEQUENCE_START_EVENT => Event::SeqStart(text(ev.data.sequence_start.anchor)),
-            sys::YAML_SEQUENCE_END_EVENT => Event::SeqEnd,
-            sys::YAML_MAPPING_START_EVENT => Event::MapStart(text(ev.data.mapping_start.anchor)),
-            sys::YAML_MAPPING_END_EVENT => Event::MapEnd,
-            sys::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
-            sys::YAML_STREAM_END_EVENT => Event::StreamEnd,
+            unsafe_libyaml::YAML_ALIAS_EVENT => {
+                Event::Alias(text(ev.data.alias.anchor).unwrap_or_default())
+            }
+            unsafe_libyaml::YAML_SEQUENCE_START_EVENT => {
+                Event::SeqStart(text(ev.data.sequence_start.anchor))
+            }
+            unsafe_libyaml::YAML_SEQUENCE_END_EVENT => Event::SeqEnd,
+            unsafe_libyaml::YAML_MAPPING_START_EVENT => {
+                Event::MapStart(text(ev.data.mapping_start.anchor))
+            }
+            unsafe_libyaml::YAML_MAPPING_END_EVENT => Event::MapEnd,
+            unsafe_libyaml::YAML_DOCUMENT_END_EVENT => Event::DocumentEnd,
+            unsafe_libyaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
             _ => Event::Other,
         }
     }
 }
 
 /// SAFETY: `p` is a parser whose last call failed.
-unsafe fn parse_error(p: &sys::yaml_parser_t) -> SyntaxError {
+unsafe fn parse_error(p: &unsafe_libyaml::yaml_parser_t) -> SyntaxError {
     let problem = if p.problem.is_null() {
         "invalid YAML".to_string()
     } else {
-        unsafe { CStr::from_ptr(p.problem) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(p.problem) }
+            .to_string_lossy()
+            .into_owned()
     };
-    let context = (!p.context.is_null()).then(|| unsafe { CStr::from_ptr(p.context) }.to_string_lossy().into_owned());
+    let context = (!p.context.is_null()).then(|| {
+        unsafe { CStr::from_ptr(p.context) }
+            .to_string_lossy()
+            .into_owned()
+    });
     let mark = p.problem_mark;
     let message = match context {
         Some(c) => format!("invalid YAML: {problem} {c}"),
         None => format!("invalid YAML: {problem}"),
     };
-    SyntaxError { span: Span::new(mark.line as u32 + 1, mark.column as u32 + 1), message }
+    SyntaxError {
+        span: Span::new(mark.line as u32 + 1, mark.column as u32 + 1),
+        message,
+    }
 }
 
 struct Builder {
@@ -135,7 +170,10 @@ struct Builder {
 impl Builder {
     fn next(&mut self) -> Result<(Event, Span), SyntaxError> {
         let Some(slot) = self.events.get_mut(self.pos) else {
-            return Err(SyntaxError { span: Span::new(1, 1), message: "expected more YAML, found the end of the file".into() });
+            return Err(SyntaxError {
+                span: Span::new(1, 1),
+                message: "expected more YAML, found the end of the file".into(),
+            });
         };
         self.pos += 1;
         let span = slot.1;
@@ -145,14 +183,25 @@ impl Builder {
     fn node(&mut self) -> Result<Node, SyntaxError> {
         let (event, span) = self.next()?;
         let (node, anchor) = match event {
-            Event::Scalar { value, plain, anchor } => {
-                let v = if plain { plain_scalar(value) } else { Value::Str(value) };
+            Event::Scalar {
+                value,
+                plain,
+                anchor,
+            } => {
+                let v = if plain {
+                    plain_scalar(value)
+                } else {
+                    Value::Str(value)
+                };
                 (Node::new(v, span), anchor)
             }
             Event::Alias(name) => match self.anchors.get(&name) {
                 Some(n) => (Node::new(n.value.clone(), span), None),
                 None => {
-                    return Err(SyntaxError { span, message: format!("expected a defined anchor, found the alias `*{name}`") })
+                    return Err(SyntaxError {
+                        span,
+                        message: format!("expected a defined anchor, found the alias `*{name}`"),
+                    })
                 }
             },
             Event::SeqStart(anchor) => {
@@ -164,7 +213,12 @@ impl Builder {
                 (Node::new(Value::Seq(items), span), anchor)
             }
             Event::MapStart(anchor) => (Node::new(Value::Map(self.entries()?), span), anchor),
-            _ => return Err(SyntaxError { span, message: "expected a YAML value".into() }),
+            _ => {
+                return Err(SyntaxError {
+                    span,
+                    message: "expected a YAML value".into(),
+                })
+            }
         };
         if let Some(a) = anchor {
             self.anchors.insert(a, node.clone());
@@ -179,7 +233,12 @@ impl Builder {
             let k = self.node()?;
             let name = match k.js_string() {
                 Some(s) => s,
-                None => return Err(SyntaxError { span: k.span, message: format!("expected a string key, found {}", k.found()) }),
+                None => {
+                    return Err(SyntaxError {
+                        span: k.span,
+                        message: format!("expected a string key, found {}", k.found()),
+                    })
+                }
             };
             let v = self.node()?;
             if name == "<<" {
@@ -191,7 +250,15 @@ impl Builder {
                 for s in sources {
                     match s.value {
                         Value::Map(m) => merged.extend(m),
-                        _ => return Err(SyntaxError { span: s.span, message: format!("expected a mapping to merge, found {}", s.found()) }),
+                        _ => {
+                            return Err(SyntaxError {
+                                span: s.span,
+                                message: format!(
+                                    "expected a mapping to merge, found {}",
+                                    s.found()
+                                ),
+                            })
+                        }
                     }
                 }
                 continue;
@@ -222,12 +289,17 @@ fn plain_scalar(s: String) -> Value {
     }
     let body = s.trim_start_matches(['-', '+']);
     let neg = s.starts_with('-');
-    let radix = |p: &str, r: u32| body.strip_prefix(p).and_then(|d| u64::from_str_radix(d, r).ok());
+    let radix = |p: &str, r: u32| {
+        body.strip_prefix(p)
+            .and_then(|d| u64::from_str_radix(d, r).ok())
+    };
     if let Some(v) = radix("0x", 16).or_else(|| radix("0o", 8)) {
         return Value::Num(if neg { -(v as f64) } else { v as f64 });
     }
     let numeric = body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-        && body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
         && s.len() - body.len() <= 1;
     match s.parse::<f64>() {
         Ok(v) if numeric => Value::Num(v),
@@ -242,15 +314,25 @@ mod tests {
     #[test]
     fn values_keep_their_positions_and_types() {
         let n = parse("apps:\n  - name: web\n    instances: max\n    port: 3000\n    debug: false\n    note: '42'\n    x: ~\n").unwrap();
-        let Value::Seq(apps) = &n.get("apps").unwrap().value else { panic!() };
+        let Value::Seq(apps) = &n.get("apps").unwrap().value else {
+            panic!()
+        };
         let app = &apps[0];
         assert_eq!(app.get("instances").unwrap().span, Span::new(3, 16));
-        assert_eq!(app.get("instances").unwrap().value, Value::Str("max".into()));
+        assert_eq!(
+            app.get("instances").unwrap().value,
+            Value::Str("max".into())
+        );
         assert_eq!(app.get("port").unwrap().value, Value::Num(3000.0));
         assert_eq!(app.get("debug").unwrap().value, Value::Bool(false));
         assert_eq!(app.get("note").unwrap().value, Value::Str("42".into()));
         assert_eq!(app.get("x").unwrap().value, Value::Null);
-        let keys: Vec<_> = app.as_map().unwrap().iter().map(|(k, _)| (k.name.as_str(), k.span)).collect();
+        let keys: Vec<_> = app
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| (k.name.as_str(), k.span))
+            .collect();
         assert_eq!(keys[0], ("name", Span::new(2, 5)));
     }
 
