@@ -8,7 +8,9 @@
 //! supervisor exists, so waiting for node here does not race the reaper.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use super::error::{fatal, Errors};
 use super::json;
@@ -37,11 +39,37 @@ const before = Object.assign({}, process.env);
   const env = {};
   for (const k of Object.keys(process.env)) if (before[k] !== process.env[k]) env[k] = process.env[k];
   process.stdout.write(JSON.stringify({ config: mod === undefined ? null : mod, env }));
+  // Writes to a pipe are synchronous on Linux; timers or sockets the file
+  // left open must not keep node alive.
+  process.exit(0);
 })().catch((e) => {
   process.stderr.write(String((e && e.stack) || e) + '\n');
   process.exit(1);
 });
 "#;
+
+/// How long node may take to evaluate a process file.
+const EVAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Collects the child's output, killing it when it takes longer than
+/// `limit` (`None`).
+fn finish_within(child: Child, limit: Duration) -> Option<std::io::Result<Output>> {
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(result) => Some(result),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, not yet reaped
+            // (the thread above reaps it once it dies).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = rx.recv();
+            None
+        }
+    }
+}
 
 /// What evaluating the file gave.
 pub struct Evaluated {
@@ -61,15 +89,17 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
             None,
         )
     })?;
-    let out = Command::new("node")
+    let child = Command::new("node")
         .arg("-e")
         .arg(LOADER)
         .arg(&abs)
         .current_dir(abs.parent().unwrap_or(Path::new("/")))
         .stdin(Stdio::null())
-        .output();
-    let out = match out {
-        Ok(o) => o,
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(fatal(
                 file,
@@ -82,6 +112,18 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
             ))
         }
         Err(e) => return Err(fatal(file, Span::default(), format!("cannot run node: {e}"), None)),
+    };
+    let out = match finish_within(child, EVAL_TIMEOUT) {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => return Err(fatal(file, Span::default(), format!("cannot read node's output: {e}"), None)),
+        None => {
+            return Err(fatal(
+                file,
+                Span::default(),
+                format!("node did not finish evaluating the file within {}s", EVAL_TIMEOUT.as_secs()),
+                Some("a process file should only build its configuration: start no servers and wait for nothing at load time".into()),
+            ))
+        }
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);

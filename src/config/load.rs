@@ -560,7 +560,7 @@ impl Validator {
                 None => self.error(
                     *uspan,
                     format!("apps[{i}].uid"),
-                    format!("expected `uid` to be a user of /etc/passwd or a number, found `{u}`"),
+                    format!("expected a user of /etc/passwd or a user id, found `{u}`"),
                     None,
                 ),
             }
@@ -571,7 +571,7 @@ impl Validator {
                 None => self.error(
                     *gspan,
                     format!("apps[{i}].gid"),
-                    format!("expected `gid` to be a group of /etc/group or a number, found `{g}`"),
+                    format!("expected a group of /etc/group or a group id, found `{g}`"),
                     None,
                 ),
             }
