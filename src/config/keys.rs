@@ -213,8 +213,8 @@ pub fn duration(key: &str, v: &Node) -> Result<Duration, Bad> {
     }
 }
 
-fn whole(key: &str, v: &Node) -> Option<i64> {
-    let _ = key;
+/// A whole number, written as a number or a numeric string.
+fn whole(v: &Node) -> Option<i64> {
     match &v.value {
         Value::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => Some(*n as i64),
         Value::Str(s) => s.trim().parse().ok(),
@@ -364,7 +364,7 @@ fn env(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 fn instances(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     let n = match &v.value {
         Value::Str(s) if s.trim() == "max" => Some(0),
-        _ => whole("instances", v),
+        _ => whole(v),
     };
     match n {
         Some(n) if n <= 100_000 => {
@@ -403,7 +403,7 @@ fn autorestart(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn max_restarts(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    match whole("max_restarts", v) {
+    match whole(v) {
         Some(n) if (0..=u32::MAX as i64).contains(&n) => {
             d.restart.max_restarts = n as u32;
             Ok(())
@@ -467,11 +467,7 @@ fn shutdown_with_message(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn stop_exit_codes(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    let one = |n: &Node| {
-        whole("stop_exit_codes", n)
-            .filter(|c| (0..=255).contains(c))
-            .map(|c| c as i32)
-    };
+    let one = |n: &Node| whole(n).filter(|c| (0..=255).contains(c)).map(|c| c as i32);
     let expected = || {
         bad(
             "`stop_exit_codes` to be an exit code (0 to 255) or a list of them",
@@ -507,7 +503,7 @@ fn group(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn port(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    match whole("port", v) {
+    match whole(v) {
         Some(p) if (1..=65535).contains(&p) => {
             d.port = Some(p.to_string());
             Ok(())

@@ -75,11 +75,17 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
             );
         }
     }
-    let passwd_group = users::system_files();
-    let cpus = cpus::available();
+    let (passwd, group) = users::system_files();
+    let ctx = Context {
+        base,
+        dotenv,
+        passwd,
+        group,
+        cpus: cpus::available(),
+    };
     let mut apps = Vec::new();
-    for (d, span, i) in &drafts {
-        if let Some(app) = v.resolve(d, *span, *i, &base, &dotenv, &passwd_group, cpus) {
+    for (d, _, i) in &drafts {
+        if let Some(app) = v.resolve(d, *i, &ctx) {
             apps.push(app);
         }
     }
@@ -122,7 +128,7 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         }
         apps.retain(|a| sel.only.contains(&a.name));
     }
-    let tree = with_dotenv(tree, &dotenv);
+    let tree = with_dotenv(tree, &ctx.dotenv);
     Ok(Loaded {
         apps,
         agent,
@@ -229,6 +235,20 @@ fn with_dotenv(mut tree: Node, dotenv: &[(String, String)]) -> Node {
     tree
 }
 
+/// What resolving an app needs besides its draft.
+struct Context {
+    /// The process file's directory: the default `cwd`.
+    base: PathBuf,
+    /// Variables an evaluated `.js` file added to `process.env`.
+    dotenv: Vec<(String, String)>,
+    /// /etc/passwd.
+    passwd: String,
+    /// /etc/group.
+    group: String,
+    /// CPUs available, for `instances: max`.
+    cpus: u32,
+}
+
 struct Validator {
     file: PathBuf,
     errors: Vec<Problem>,
@@ -284,8 +304,7 @@ impl Validator {
     fn top<'a>(&mut self, tree: &'a Node) -> (Vec<&'a Node>, Option<&'a Node>) {
         match &tree.value {
             Value::Seq(items) => (items.iter().collect(), None),
-            Value::Map(entries) if tree.get("apps").is_none() && tree.get("script").is_some() => {
-                let _ = entries;
+            Value::Map(_) if tree.get("apps").is_none() && tree.get("script").is_some() => {
                 (vec![tree], None)
             }
             Value::Map(entries) => {
@@ -437,22 +456,12 @@ impl Validator {
     }
 
     /// Turns a draft into an app: paths, command line, instances, users.
-    #[allow(clippy::too_many_arguments)]
-    fn resolve(
-        &mut self,
-        d: &Draft,
-        span: Span,
-        i: usize,
-        base: &Path,
-        dotenv: &[(String, String)],
-        files: &(String, String),
-        cpus: u32,
-    ) -> Option<AppSpec> {
+    fn resolve(&mut self, d: &Draft, i: usize, ctx: &Context) -> Option<AppSpec> {
         let (script, script_span) = d.script.clone()?;
         let path = format!("apps[{i}].script");
         let cwd = match &d.cwd {
-            Some(c) => base.join(c),
-            None => base.to_path_buf(),
+            Some(c) => ctx.base.join(c),
+            None => ctx.base.clone(),
         };
         let cwd = normalize(&cwd);
         let mut args = d.args.clone();
@@ -525,7 +534,7 @@ impl Validator {
             env.retain(|(n, _)| n != k);
             env.push((k.to_string(), v.to_string()));
         };
-        dotenv.iter().for_each(|(k, v)| set(k, v));
+        ctx.dotenv.iter().for_each(|(k, v)| set(k, v));
         d.env.iter().for_each(|(k, v)| set(k, v));
         if let Some(p) = &d.port {
             set("PORT", p);
@@ -534,8 +543,8 @@ impl Validator {
         // and never fewer than one.
         let instances = match d.instances {
             None => 1,
-            Some(0) => cpus,
-            Some(n) if n < 0 => (cpus as i64 + n).max(1) as u32,
+            Some(0) => ctx.cpus,
+            Some(n) if n < 0 => (ctx.cpus as i64 + n).max(1) as u32,
             Some(n) => n as u32,
         };
         // Common.js sink.determineExecMode: instances set, no exec_mode, and
@@ -552,7 +561,7 @@ impl Validator {
             });
         let (mut uid, mut gid) = (None, None);
         if let Some((u, uspan)) = &d.user {
-            match users::user(&files.0, u) {
+            match users::user(&ctx.passwd, u) {
                 Some(found) => {
                     uid = Some(found.uid);
                     gid = Some(found.gid);
@@ -566,7 +575,7 @@ impl Validator {
             }
         }
         if let Some((g, gspan)) = &d.group {
-            match users::group(&files.1, g) {
+            match users::group(&ctx.group, g) {
                 Some(found) => gid = Some(found),
                 None => self.error(
                     *gspan,
@@ -576,7 +585,6 @@ impl Validator {
                 ),
             }
         }
-        let _ = span;
         let mut app = AppSpec::new(name, argv);
         app.cwd = Some(cwd);
         app.env_keys = env.iter().map(|(k, _)| k.clone()).collect();
