@@ -171,3 +171,43 @@ fn cli_flags_override_the_file() {
         "json logs: {err}"
     );
 }
+
+#[test]
+fn apps_that_ignore_sigterm_are_killed_together_after_one_kill_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("stubborn.sh"),
+        "trap '' TERM INT\necho up > started-$NAME\nwhile :; do sleep 0.05; done\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("procward.yaml"),
+        "apps:\n\
+         - {name: first, script: stubborn.sh, kill_timeout: 3000, env: {NAME: first}}\n\
+         - {name: second, script: stubborn.sh, kill_timeout: 3s, env: {NAME: second}}\n",
+    )
+    .unwrap();
+    let mut p = Running::start(&["run", "-c", dir.join("procward.yaml").to_str().unwrap()]);
+    wait_file(&dir.join("started-first"));
+    wait_file(&dir.join("started-second"));
+    let asked = std::time::Instant::now();
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+    let took = asked.elapsed();
+    assert_eq!(
+        p.count_lines(&["sending SIGKILL"]),
+        2,
+        "{}",
+        p.seen.join("\n")
+    );
+    // One after the other would take two kill_timeouts (6s); together, one.
+    assert!(
+        took >= std::time::Duration::from_millis(2900),
+        "killed before kill_timeout: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_millis(5500),
+        "stops were not in parallel: {took:?}"
+    );
+}
