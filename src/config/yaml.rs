@@ -40,6 +40,8 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         events,
         pos: 0,
         anchors: HashMap::new(),
+        depth: 0,
+        size: 0,
     };
     while matches!(b.events.get(b.pos), Some((Event::Other, _))) {
         b.pos += 1;
@@ -165,7 +167,16 @@ struct Builder {
     events: Vec<(Event, Span)>,
     pos: usize,
     anchors: HashMap<String, Node>,
+    depth: usize,
+    /// Values built so far, aliases counted in full.
+    size: usize,
 }
+
+/// More values than this (aliases of aliases can multiply) are refused.
+const MAX_VALUES: usize = 100_000;
+
+/// Nesting deeper than this is refused rather than overflowing the stack.
+const MAX_DEPTH: usize = 128;
 
 impl Builder {
     fn next(&mut self) -> Result<(Event, Span), SyntaxError> {
@@ -181,6 +192,20 @@ impl Builder {
     }
 
     fn node(&mut self) -> Result<Node, SyntaxError> {
+        if self.depth >= MAX_DEPTH {
+            let span = self.events.get(self.pos).map(|e| e.1).unwrap_or_default();
+            return Err(SyntaxError {
+                span,
+                message: "expected at most 128 levels of nesting, found more".into(),
+            });
+        }
+        self.depth += 1;
+        let node = self.node_inner();
+        self.depth -= 1;
+        node
+    }
+
+    fn node_inner(&mut self) -> Result<Node, SyntaxError> {
         let (event, span) = self.next()?;
         let (node, anchor) = match event {
             Event::Scalar {
@@ -196,7 +221,16 @@ impl Builder {
                 (Node::new(v, span), anchor)
             }
             Event::Alias(name) => match self.anchors.get(&name) {
-                Some(n) => (Node::new(n.value.clone(), span), None),
+                Some(n) => {
+                    self.size += count(n);
+                    if self.size > MAX_VALUES {
+                        return Err(SyntaxError {
+                            span,
+                            message: format!("expected at most {MAX_VALUES} values once aliases are expanded, found more at `*{name}`"),
+                        });
+                    }
+                    (Node::new(n.value.clone(), span), None)
+                }
                 None => {
                     return Err(SyntaxError {
                         span,
@@ -276,6 +310,15 @@ impl Builder {
     }
 }
 
+/// How many values a tree holds.
+fn count(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Seq(items) => items.iter().map(count).sum(),
+        Value::Map(entries) => entries.iter().map(|(_, v)| 1 + count(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Types a plain scalar by the YAML 1.2 core schema.
 fn plain_scalar(s: String) -> Value {
     match s.as_str() {
@@ -351,5 +394,18 @@ mod tests {
         assert!(e.message.starts_with("invalid YAML"), "{}", e.message);
         assert_eq!(parse("").unwrap().value, Value::Null);
         assert_eq!(parse("# only a comment\n").unwrap().value, Value::Null);
+        let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, next) in ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h"])
+        {
+            laughs.push_str(&format!("{next}: &{next} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        assert!(parse(&laughs)
+            .unwrap_err()
+            .message
+            .contains("aliases are expanded"));
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert!(parse(&deep).unwrap_err().message.contains("nesting"));
     }
 }
