@@ -38,9 +38,37 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing buys nothing
 pub enum Command {
     /// Run the apps of a process file (YAML, JSON or PM2's ecosystem.config.js).
     Run(RunArgs),
+    /// Validate a process file and print its apps, normalized, as YAML
+    /// (exit 0 when valid, 1 when not).
+    Check(CheckArgs),
+    /// Print a process file (ecosystem.config.js, JSON or YAML) as procward YAML.
+    Convert(ConvertArgs),
+}
+
+/// `procward check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The process file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Merge `env_<NAME>` over `env` (PM2's `--env`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: Option<String>,
+    /// Check only these apps (comma-separated names).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+}
+
+/// `procward convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The process file to convert.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 /// `procward run`.

@@ -18,6 +18,11 @@ use config::{AgentSettings, AppSpec, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check(args)) => return ExitCode::from(config::commands::check(args) as u8),
+        Some(Command::Convert(args)) => return ExitCode::from(config::commands::convert(args) as u8),
+        _ => {}
+    }
     let (apps, agent) = match plan(cli) {
         Ok(p) => p,
         Err(msg) => {
@@ -33,7 +38,8 @@ fn main() -> ExitCode {
 fn plan(cli: Cli) -> Result<(Vec<AppSpec>, AgentSettings), String> {
     let mut agent = AgentSettings::default();
     match cli.command {
-        Some(Command::Run(_)) => Err("process files are not supported yet".into()),
+        Some(Command::Run(args)) => config::commands::plan_run(args),
+        Some(Command::Check(_) | Command::Convert(_)) => unreachable!("handled in main"),
         None => {
             if cli.cmd.is_empty() {
                 return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());

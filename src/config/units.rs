@@ -29,7 +29,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     let ms = value * factor_ms;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e13 {
+    if !(0.0..=1e13).contains(&ms) {
         return Err(format!("invalid duration `{text}`: out of range"));
     }
     Ok(Duration::from_micros((ms * 1000.0).round() as u64))
@@ -96,7 +96,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
     };
     let bytes = value * factor;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e18 {
+    if !(1.0..=1e18).contains(&bytes) {
         return Err(format!("invalid size `{text}`: out of range"));
     }
     Ok(bytes as u64)

@@ -1,0 +1,849 @@
+//! The validated layer: a process file's raw tree becomes the apps to run
+//! and the agent's settings, or a list of errors before anything starts.
+//!
+//! Formats: YAML (`.yaml`, `.yml`), JSON including the relaxed JSON PM2
+//! accepts (`.json`, `.json5`), and JavaScript (`.js`, `.cjs`, `.mjs`)
+//! evaluated by node. The file holds an `apps:` list (PM2's
+//! `module.exports = { apps: [...] }`), a bare list of apps, or a single
+//! app, plus an optional `procward:` section for the agent. PM2's own
+//! `deploy:` section is ignored with a warning.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::agent::{AgentSettings, LogFormat, MetricsCompat, SighupAction};
+use super::app::{AppSpec, ExecMode};
+use super::error::{closest, Errors, Problem};
+use super::keys::{self, Draft, Handling};
+use super::raw::{Key, Node, Span, Value};
+use super::{cpus, js, json, users, yaml};
+
+/// What the caller picks from the file.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    /// `--env NAME`: merge each app's `env_NAME` over its `env`.
+    pub env: Option<String>,
+    /// `--only a,b`: keep these apps only.
+    pub only: Vec<String>,
+}
+
+/// A loaded process file.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The apps, in the order listed.
+    pub apps: Vec<AppSpec>,
+    /// The agent's settings from the `procward:` section (CLI flags not yet
+    /// applied).
+    pub agent: AgentSettings,
+    /// Ignored keys and other things worth knowing, one per key.
+    pub warnings: Vec<Problem>,
+    /// The file as read, for `procward convert`; an evaluated `.js` file's
+    /// `process.env` additions are already merged into each app's `env`.
+    pub tree: Node,
+}
+
+/// Reads, validates and resolves a process file.
+pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
+    let (tree, dotenv) = read(file)?;
+    let mut v = Validator {
+        file: file.to_path_buf(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let base = std::path::absolute(file)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let (app_nodes, agent_node) = v.top(&tree);
+    let agent = agent_node.map(|n| v.agent(n)).unwrap_or_default();
+    let mut drafts = Vec::new();
+    for (i, n) in app_nodes.iter().enumerate() {
+        if let Some(d) = v.app(n, i, sel.env.as_deref()) {
+            drafts.push((d, n.span, i));
+        }
+    }
+    v.unique_names(&drafts);
+    if let Some(env) = &sel.env {
+        let known = app_nodes
+            .iter()
+            .any(|n| n.get(&format!("env_{env}")).is_some());
+        if !known && !app_nodes.is_empty() {
+            v.warn(
+                Span::default(),
+                String::new(),
+                format!("no app has `env_{env}`; `--env {env}` changes nothing"),
+            );
+        }
+    }
+    let (passwd, group) = users::system_files();
+    let ctx = Context {
+        base,
+        dotenv,
+        passwd,
+        group,
+        cpus: cpus::available(),
+    };
+    let mut apps = Vec::new();
+    for (d, _, i) in &drafts {
+        if let Some(app) = v.resolve(d, *i, &ctx) {
+            apps.push(app);
+        }
+    }
+    if matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("js" | "cjs" | "mjs")
+    ) {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        v.errors
+            .iter_mut()
+            .chain(v.warnings.iter_mut())
+            .for_each(|p| locate_in_source(p, &text));
+    }
+    if !v.errors.is_empty() {
+        return Err(Errors(v.errors));
+    }
+    if !sel.only.is_empty() {
+        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        let unknown: Vec<&String> = sel
+            .only
+            .iter()
+            .filter(|o| !names.contains(&o.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            let p = Problem {
+                file: file.to_path_buf(),
+                span: Span::default(),
+                path: String::new(),
+                message: format!(
+                    "expected `--only` to name apps of this file, found `{}`",
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                ),
+                hint: Some(format!("the apps are: {}", names.join(", "))),
+            };
+            return Err(Errors(vec![p]));
+        }
+        apps.retain(|a| sel.only.contains(&a.name));
+    }
+    let tree = with_dotenv(tree, &ctx.dotenv);
+    Ok(Loaded {
+        apps,
+        agent,
+        warnings: v.warnings,
+        tree,
+    })
+}
+
+/// Reads the file into a tree, by its extension (content decides for any
+/// other name: `{` or `[` first means JSON). Also returns the variables an
+/// evaluated `.js` file added to `process.env`.
+pub fn read(file: &Path) -> Result<(Node, Vec<(String, String)>), Errors> {
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(ext, "js" | "cjs" | "mjs") {
+        let e = js::evaluate(file)?;
+        return Ok((e.config, e.env));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        super::error::fatal(
+            file,
+            Span::default(),
+            format!("cannot read the process file: {e}"),
+            Some("check the path given to -c".into()),
+        )
+    })?;
+    let looks_json = matches!(ext, "json" | "json5")
+        || (!matches!(ext, "yaml" | "yml") && text.trim_start().starts_with(['{', '[']));
+    let parsed = if looks_json {
+        json::parse(&text)
+    } else {
+        yaml::parse(&text)
+    };
+    let hint = if looks_json {
+        "PM2 reads .json files as JavaScript object literals: comments, unquoted keys and trailing commas are fine"
+    } else {
+        "check the indentation: list items start with `- `, keys end with `:`"
+    };
+    let node =
+        parsed.map_err(|e| super::error::fatal(file, e.span, e.message, Some(hint.into())))?;
+    Ok((node, Vec::new()))
+}
+
+/// Adds the evaluated file's `process.env` additions to each app's `env`,
+/// under the app's own values, so the converted file means the same.
+fn with_dotenv(mut tree: Node, dotenv: &[(String, String)]) -> Node {
+    if dotenv.is_empty() {
+        return tree;
+    }
+    let add = |app: &mut Node| {
+        let Value::Map(entries) = &mut app.value else {
+            return;
+        };
+        let extra: Vec<(Key, Node)> = dotenv
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Key {
+                        name: k.clone(),
+                        span: Span::default(),
+                    },
+                    Node::new(Value::Str(v.clone()), Span::default()),
+                )
+            })
+            .collect();
+        match entries.iter_mut().find(|(k, _)| k.name == "env") {
+            Some((
+                _,
+                Node {
+                    value: Value::Map(env),
+                    ..
+                },
+            )) => {
+                for (k, v) in extra.into_iter().rev() {
+                    if !env.iter().any(|(e, _)| e.name == k.name) {
+                        env.insert(0, (k, v));
+                    }
+                }
+            }
+            Some(_) => {}
+            None => entries.push((
+                Key {
+                    name: "env".into(),
+                    span: Span::default(),
+                },
+                Node::new(Value::Map(extra), Span::default()),
+            )),
+        }
+    };
+    match &mut tree.value {
+        Value::Seq(apps) => apps.iter_mut().for_each(add),
+        Value::Map(entries) => match entries.iter_mut().find(|(k, _)| k.name == "apps") {
+            Some((
+                _,
+                Node {
+                    value: Value::Seq(apps),
+                    ..
+                },
+            )) => apps.iter_mut().for_each(add),
+            Some((_, app)) => add(app),
+            None => add(&mut tree),
+        },
+        _ => {}
+    }
+    tree
+}
+
+/// What resolving an app needs besides its draft.
+struct Context {
+    /// The process file's directory: the default `cwd`.
+    base: PathBuf,
+    /// Variables an evaluated `.js` file added to `process.env`.
+    dotenv: Vec<(String, String)>,
+    /// /etc/passwd.
+    passwd: String,
+    /// /etc/group.
+    group: String,
+    /// CPUs available, for `instances: max`.
+    cpus: u32,
+}
+
+struct Validator {
+    file: PathBuf,
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+const TOP_KEYS: [&str; 3] = ["apps", "procward", "deploy"];
+const AGENT_KEYS: [&str; 7] = [
+    "metrics",
+    "log_format",
+    "log_level",
+    "sighup",
+    "sample_interval",
+    "metrics_compat",
+    "control_socket",
+];
+
+impl Validator {
+    fn error(&mut self, span: Span, path: String, message: String, hint: Option<String>) {
+        self.errors.push(Problem {
+            file: self.file.clone(),
+            span,
+            path,
+            message,
+            hint,
+        });
+    }
+
+    fn warn(&mut self, span: Span, path: String, message: String) {
+        self.warnings.push(Problem {
+            file: self.file.clone(),
+            span,
+            path,
+            message,
+            hint: None,
+        });
+    }
+
+    fn unknown_key(&mut self, key: &Key, path: String, known: Vec<&str>, what: &str) {
+        let hint = match closest(&key.name, known.iter().copied()) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("see \"Coming from PM2\" in the README for the {what}s procward knows"),
+        };
+        self.error(
+            key.span,
+            path,
+            format!("expected a known {what}, found `{}`", key.name),
+            Some(hint),
+        );
+    }
+
+    /// The app nodes and the `procward:` section.
+    fn top<'a>(&mut self, tree: &'a Node) -> (Vec<&'a Node>, Option<&'a Node>) {
+        match &tree.value {
+            Value::Seq(items) => (items.iter().collect(), None),
+            Value::Map(_) if tree.get("apps").is_none() && tree.get("script").is_some() => {
+                (vec![tree], None)
+            }
+            Value::Map(entries) => {
+                let mut apps = Vec::new();
+                for (k, v) in entries {
+                    match k.name.as_str() {
+                        "apps" => match &v.value {
+                            Value::Seq(items) => apps = items.iter().collect(),
+                            Value::Map(_) => apps = vec![v],
+                            _ => self.error(v.span, "apps".into(), format!("expected `apps` to be a list of apps, found {}", v.found()), None),
+                        },
+                        "procward" => {}
+                        "deploy" => self.warn(k.span, "deploy".into(), "`deploy` is ignored: procward does not deploy; use your CI or image build".into()),
+                        _ => self.unknown_key(k, k.name.clone(), TOP_KEYS.to_vec(), "top-level key"),
+                    }
+                }
+                if tree.get("apps").is_none() && self.errors.is_empty() {
+                    self.error(
+                        tree.span,
+                        String::new(),
+                        "expected an `apps:` list of apps, found none".into(),
+                        Some(
+                            "a process file looks like `apps: [{name: web, script: server.js}]`"
+                                .into(),
+                        ),
+                    );
+                }
+                (apps, tree.get("procward"))
+            }
+            _ => {
+                self.error(
+                    tree.span,
+                    String::new(),
+                    format!(
+                        "expected a mapping with an `apps:` list, found {}",
+                        tree.found()
+                    ),
+                    None,
+                );
+                (Vec::new(), None)
+            }
+        }
+    }
+
+    /// Reads one app's keys into a draft; `None` when it is not a mapping.
+    fn app(&mut self, n: &Node, i: usize, env_name: Option<&str>) -> Option<Draft> {
+        let path = format!("apps[{i}]");
+        let Some(entries) = n.as_map() else {
+            self.error(
+                n.span,
+                path,
+                format!(
+                    "expected an app (a mapping with `script`), found {}",
+                    n.found()
+                ),
+                None,
+            );
+            return None;
+        };
+        let mut d = Draft::default();
+        let mut selected_env = None;
+        for (k, v) in entries {
+            let kpath = format!("{path}.{}", k.name);
+            if let Some(suffix) = k.name.strip_prefix("env_") {
+                match keys::env_map(&k.name, v) {
+                    Ok(e) if Some(suffix) == env_name => selected_env = Some(e),
+                    Ok(_) => {}
+                    Err(b) => self.error(
+                        v.span,
+                        kpath,
+                        format!("expected {}, found {}", b.expected, v.found()),
+                        b.hint,
+                    ),
+                }
+                continue;
+            }
+            let Some(def) = keys::find(&k.name) else {
+                self.unknown_key(k, kpath, keys::spellings().collect(), "app key");
+                continue;
+            };
+            match (def.handling, def.apply) {
+                // `watch: false` and the like ask for nothing: no warning.
+                (Handling::Ignored(_), _)
+                    if matches!(v.value, Value::Bool(false) | Value::Null) => {}
+                (Handling::Ignored(why), _) => {
+                    if !self
+                        .warnings
+                        .iter()
+                        .any(|w| w.message.starts_with(&format!("`{}` ", k.name)))
+                    {
+                        self.warn(k.span, kpath, format!("`{}` is ignored: {why}", k.name));
+                    }
+                }
+                (_, Some(apply)) => {
+                    if let Err(b) = apply(&mut d, v) {
+                        self.error(
+                            v.span,
+                            kpath,
+                            format!("expected {}, found {}", b.expected, v.found()),
+                            b.hint,
+                        );
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        if let Some(e) = selected_env {
+            // PM2 merges env_<name> over env (Common.js mergeEnvironmentVariables).
+            for (k, val) in e {
+                d.env.retain(|(n, _)| *n != k);
+                d.env.push((k, val));
+            }
+        }
+        if d.script.is_none() {
+            self.error(
+                n.span,
+                path,
+                "expected `script` (the file or command to run) in this app, found none".into(),
+                Some("e.g. `script: server.js`, or `script: npm` with `args: start`".into()),
+            );
+        }
+        Some(d)
+    }
+
+    fn unique_names(&mut self, drafts: &[(Draft, Span, usize)]) {
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        for (d, span, i) in drafts {
+            let (name, at) = match (&d.name, &d.script) {
+                (Some((n, s)), _) => (n.clone(), *s),
+                (None, Some((s, _))) => (default_name(s), *span),
+                (None, None) => continue,
+            };
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                let where_ = if first.known() {
+                    format!(" (first at line {})", first.line)
+                } else {
+                    String::new()
+                };
+                self.error(
+                    at,
+                    format!("apps[{i}].name"),
+                    format!("expected app names to be unique, found `{name}` again{where_}"),
+                    Some("give each app its own `name`".into()),
+                );
+            } else {
+                seen.push((name, at));
+            }
+        }
+    }
+
+    /// Turns a draft into an app: paths, command line, instances, users.
+    fn resolve(&mut self, d: &Draft, i: usize, ctx: &Context) -> Option<AppSpec> {
+        let (script, script_span) = d.script.clone()?;
+        let path = format!("apps[{i}].script");
+        let cwd = match &d.cwd {
+            Some(c) => ctx.base.join(c),
+            None => ctx.base.clone(),
+        };
+        let cwd = normalize(&cwd);
+        let mut args = d.args.clone();
+        let mut script = script;
+        // A shell-like line (`npm run start`) that is not a file: its first
+        // word is the program, the rest come before `args`.
+        if script.contains(char::is_whitespace) && !cwd.join(&script).exists() {
+            let mut w = keys::split_words(&script);
+            script = w.remove(0);
+            w.extend(args);
+            args = w;
+        }
+        // Common.js prepareAppConf: path.resolve(cwd, script), else which(script).
+        let as_file = normalize(&cwd.join(&script));
+        let (program, in_path): (PathBuf, bool) = if as_file.is_file() {
+            (as_file, false)
+        } else if !script.contains('/') && which(&script).is_some() {
+            (PathBuf::from(&script), true)
+        } else {
+            self.error(
+                script_span,
+                path,
+                format!("expected `script` to be a file or a program in PATH, found `{script}`"),
+                Some(format!("looked for {} and in PATH", as_file.display())),
+            );
+            return None;
+        };
+        let interpreter = match &d.interpreter {
+            Some((s, _)) => Some(s.clone()),
+            None if in_path => None,
+            None => by_extension(&program),
+        }
+        .filter(|s| s != "none");
+        if let (Some(interp), Some((_, ispan))) = (&interpreter, &d.interpreter) {
+            if interp.starts_with('/') && !Path::new(interp).exists() {
+                self.error(
+                    *ispan,
+                    format!("apps[{i}].interpreter"),
+                    format!("expected `interpreter` to exist, found `{interp}`"),
+                    Some(
+                        "give an absolute path that exists, a program name in PATH, or `none`"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Some(interp) = &interpreter {
+            argv.push(interp.into());
+            argv.extend(d.interpreter_args.iter().map(OsString::from));
+            // A program found in PATH and run by an interpreter needs its path.
+            argv.push(if in_path {
+                which(&script).unwrap_or(program).into()
+            } else {
+                program.into()
+            });
+        } else {
+            argv.push(program.into());
+        }
+        argv.extend(args.iter().map(OsString::from));
+        let name = d
+            .name
+            .as_ref()
+            .map(|n| n.0.clone())
+            .unwrap_or_else(|| default_name(&script));
+        // Environment: the evaluated file's process.env additions, then env
+        // (env_<name> already merged), then PORT (Common.js prepareAppConf).
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut set = |k: &str, v: &str| {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v.to_string()));
+        };
+        ctx.dotenv.iter().for_each(|(k, v)| set(k, v));
+        d.env.iter().for_each(|(k, v)| set(k, v));
+        if let Some(p) = &d.port {
+            set("PORT", p);
+        }
+        // God.js prepare: 0 (max) means every CPU, negative that many fewer,
+        // and never fewer than one.
+        let instances = match d.instances {
+            None => 1,
+            Some(0) => ctx.cpus,
+            Some(n) if n < 0 => (ctx.cpus as i64 + n).max(1) as u32,
+            Some(n) => n as u32,
+        };
+        // Common.js sink.determineExecMode: instances set, no exec_mode, and
+        // a node or bun interpreter means cluster mode.
+        let node_like = interpreter
+            .as_deref()
+            .is_some_and(|s| s.contains("node") || s.contains("bun"));
+        let exec_mode = d
+            .exec_mode
+            .unwrap_or(if d.instances.is_some() && node_like {
+                ExecMode::Cluster
+            } else {
+                ExecMode::Fork
+            });
+        let (mut uid, mut gid) = (None, None);
+        if let Some((u, uspan)) = &d.user {
+            match users::user(&ctx.passwd, u) {
+                Some(found) => {
+                    uid = Some(found.uid);
+                    gid = Some(found.gid);
+                }
+                None => self.error(
+                    *uspan,
+                    format!("apps[{i}].uid"),
+                    format!("expected a user of /etc/passwd or a user id, found `{u}`"),
+                    None,
+                ),
+            }
+        }
+        if let Some((g, gspan)) = &d.group {
+            match users::group(&ctx.group, g) {
+                Some(found) => gid = Some(found),
+                None => self.error(
+                    *gspan,
+                    format!("apps[{i}].gid"),
+                    format!("expected a group of /etc/group or a group id, found `{g}`"),
+                    None,
+                ),
+            }
+        }
+        let mut app = AppSpec::new(name, argv);
+        app.cwd = Some(cwd);
+        app.env_keys = env.iter().map(|(k, _)| k.clone()).collect();
+        app.env = env.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        app.instances = instances;
+        app.exec_mode = exec_mode;
+        app.uid = uid;
+        app.gid = gid;
+        app.restart = d.restart.clone();
+        app.stop = d.stop.clone();
+        app.ready = d.ready.clone();
+        app.max_memory_restart = d.max_memory_restart;
+        app.watchdog = d.watchdog;
+        Some(app)
+    }
+
+    /// The `procward:` section.
+    fn agent(&mut self, n: &Node) -> AgentSettings {
+        let mut a = AgentSettings::default();
+        let Some(entries) = n.as_map() else {
+            self.error(
+                n.span,
+                "procward".into(),
+                format!(
+                    "expected `procward` to be a mapping of agent settings, found {}",
+                    n.found()
+                ),
+                None,
+            );
+            return a;
+        };
+        for (k, v) in entries {
+            let path = format!("procward.{}", k.name);
+            let s = v.js_string().unwrap_or_default();
+            let bad = |what: &str| {
+                (
+                    v.span,
+                    path.clone(),
+                    format!("expected `{}` to be {what}, found {}", k.name, v.found()),
+                )
+            };
+            let result: Result<(), (Span, String, String)> = match k.name.as_str() {
+                "metrics" => s
+                    .parse()
+                    .map(|addr| a.metrics_addr = Some(addr))
+                    .map_err(|_| bad("an address such as 0.0.0.0:9100")),
+                "log_format" => match s.as_str() {
+                    "text" => set(&mut a.log_format, LogFormat::Text),
+                    "json" => set(&mut a.log_format, LogFormat::Json),
+                    _ => Err(bad("text or json")),
+                },
+                "log_level"
+                    if matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace") =>
+                {
+                    set(&mut a.log_level, s)
+                }
+                "log_level" => Err(bad("error, warn, info, debug or trace")),
+                "sighup" => match s.as_str() {
+                    "reload" => set(&mut a.sighup, SighupAction::Reload),
+                    "forward" => set(&mut a.sighup, SighupAction::Forward),
+                    _ => Err(bad("reload or forward")),
+                },
+                "sample_interval" => match keys::duration("sample_interval", v) {
+                    Ok(d) if !d.is_zero() => set(&mut a.sample_interval, d),
+                    _ => Err(bad("a duration above zero (1000, 1s)")),
+                },
+                "metrics_compat" if s == "pm2" => {
+                    set(&mut a.metrics_compat, Some(MetricsCompat::Pm2))
+                }
+                "metrics_compat" => Err(bad("pm2")),
+                "control_socket" if matches!(v.value, Value::Str(_)) && !s.is_empty() => {
+                    set(&mut a.control_socket, Some(PathBuf::from(s)))
+                }
+                "control_socket" => Err(bad("a path")),
+                _ => {
+                    self.unknown_key(k, path.clone(), AGENT_KEYS.to_vec(), "`procward:` setting");
+                    Ok(())
+                }
+            };
+            if let Err((span, path, msg)) = result {
+                self.error(span, path, msg, None);
+            }
+        }
+        a
+    }
+}
+
+/// Gives a problem in an evaluated `.js` file a position when its key is
+/// written exactly once in the source (`max_memory_restrat: '1G'`); keys
+/// written several times keep their path (`apps[1].instances`).
+fn locate_in_source(p: &mut Problem, text: &str) {
+    let Some(key) = p
+        .path
+        .rsplit('.')
+        .next()
+        .filter(|k| !k.is_empty() && !k.contains('['))
+    else {
+        return;
+    };
+    if p.span.known() {
+        return;
+    }
+    let ident = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let mut found = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        for (col, _) in line.match_indices(key) {
+            let before = line[..col].chars().next_back();
+            let after = &line[col + key.len()..];
+            let quoted = matches!(before, Some('\'' | '"'));
+            let start_ok = before.map_or(true, |c| !ident(c));
+            let rest = if quoted {
+                after.strip_prefix(['\'', '"']).unwrap_or("~")
+            } else {
+                after
+            };
+            if start_ok && !rest.starts_with(ident) && rest.trim_start().starts_with(':') {
+                let col = line[..col].chars().count() + 1 - usize::from(quoted);
+                found.push(Span::new(line_no as u32 + 1, col as u32));
+            }
+        }
+    }
+    if let [one] = found[..] {
+        p.span = one;
+    }
+}
+
+/// Stores a setting read from the `procward:` section.
+fn set<T, E>(slot: &mut T, value: T) -> Result<(), E> {
+    *slot = value;
+    Ok(())
+}
+
+/// PM2's default name: the script's file name without its extension.
+fn default_name(script: &str) -> String {
+    let first = keys::split_words(script)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    Path::new(&first)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "app".into())
+}
+
+/// lib/API/interpreter.json, with python3 for `.py` (Debian and most images
+/// have no `python`); `.cjs`/`.mjs` are node's too. A file with another
+/// extension runs itself when it is executable, else with node (PM2's
+/// default interpreter, for `bin/www`-style scripts).
+fn by_extension(script: &Path) -> Option<String> {
+    let ext = script.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let known = match ext {
+        "js" | "cjs" | "mjs" => "node",
+        "py" => "python3",
+        "sh" => "bash",
+        "rb" => "ruby",
+        "php" => "php",
+        "pl" => "perl",
+        "coffee" => "coffee",
+        "ls" => "lsc",
+        "ts" | "tsx" => "bun",
+        _ => {
+            use std::os::unix::fs::PermissionsExt;
+            let executable = std::fs::metadata(script)
+                .map(|m| m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            return if executable {
+                None
+            } else {
+                Some("node".into())
+            };
+        }
+    };
+    Some(known.into())
+}
+
+/// Finds a program in PATH.
+fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_follow_the_script() {
+        assert_eq!(default_name("./dist/server.js"), "server");
+        assert_eq!(default_name("npm"), "npm");
+        assert_eq!(default_name("npm run start"), "npm");
+    }
+
+    #[test]
+    fn interpreters_by_extension() {
+        assert_eq!(
+            by_extension(Path::new("/x/app.js")).as_deref(),
+            Some("node")
+        );
+        assert_eq!(
+            by_extension(Path::new("/x/job.py")).as_deref(),
+            Some("python3")
+        );
+        assert_eq!(
+            by_extension(Path::new("/x/run.sh")).as_deref(),
+            Some("bash")
+        );
+        assert_eq!(by_extension(Path::new("/bin/sh")), None);
+    }
+
+    #[test]
+    fn keys_written_once_in_javascript_get_a_position() {
+        let text = "module.exports = {\n  apps: [{\n    script: 'a.js',\n    'max_memory_restrat': '1G',\n    instances: 2,\n  }, { script: 'b.js', instances: 3 }]\n}\n";
+        let mut p = Problem {
+            file: "e.js".into(),
+            span: Span::default(),
+            path: "apps[0].max_memory_restrat".into(),
+            message: String::new(),
+            hint: None,
+        };
+        locate_in_source(&mut p, text);
+        assert_eq!(p.span, Span::new(4, 5));
+        let mut twice = Problem {
+            path: "apps[0].instances".into(),
+            span: Span::default(),
+            ..p
+        };
+        locate_in_source(&mut twice, text);
+        assert!(!twice.span.known());
+    }
+
+    #[test]
+    fn paths_normalize() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+    }
+}
