@@ -32,12 +32,18 @@ fn static_binary() -> PathBuf {
     .clone()
 }
 
-/// A minimal root: /procward, /bin/busybox with sh and sleep, /proc.
+/// A minimal root: /procward, /bin/busybox with sh and sleep, /proc, /dev/null.
 fn minimal_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("proc")).unwrap();
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    // Shells give background jobs /dev/null for stdin.
+    let null = std::ffi::CString::new(root.join("dev/null").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mknod(2) with a valid path; we run as root.
+    let rc = unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod /dev/null: {}", std::io::Error::last_os_error());
     std::fs::copy(static_binary(), root.join("procward")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed (apt-get install busybox-static)");
     for applet in ["sh", "sleep", "cat", "echo", "kill"] {
@@ -63,7 +69,7 @@ fn in_container(root: &Path, args: &[&str]) -> Command {
 #[test]
 fn static_binary_runs_as_pid1_in_an_empty_root_and_passes_the_exit_status_on() {
     let root = minimal_root();
-    let script = "echo pid=$$ > /proc/../status.txt 2>/dev/null; echo ppid=$PPID; exit 7";
+    let script = "echo ppid=$PPID; exit 7";
     let out = in_container(root.path(), &["--no-autorestart", "--", "/bin/sh", "-c", script])
         .output()
         .unwrap();
@@ -81,6 +87,7 @@ fn sigterm_to_the_container_stops_the_app_and_reaps_its_orphans() {
     // waits for SIGTERM; the orphans are re-parented to procward, PID 1.
     let script = "(sleep 1000 &) ; (sleep 1000 &) ; trap 'exit 0' TERM; echo up > /started; while :; do sleep 1; done";
     let mut run = Running::start_cmd(&mut in_container(root.path(), &["--", "/bin/sh", "-c", script]));
+    let _cleanup = KillOnDrop(run.pid());
     wait_file(&marker);
     // The outer pid of the namespace's init is unshare's child.
     let init = child_pids(run.pid());
@@ -121,4 +128,17 @@ fn child_pids(pid: i32) -> Vec<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
+}
+
+/// Kills the namespace's init if a test fails half-way (killing unshare
+/// alone would leave it running).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in child_pids(self.0) {
+            // SAFETY: kill(2) with integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
