@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounter, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::status::{Heartbeat, Status};
 use crate::supervise::observe::Handles;
@@ -81,6 +81,9 @@ impl Server {
 
     /// Accepts and serves connections until the runtime ends.
     pub async fn serve(self) {
+        if let Ok(addr) = self.listener.local_addr() {
+            info!(%addr, "serving /metrics, /healthz, /readyz and /status");
+        }
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
