@@ -63,6 +63,7 @@ impl Server {
     pub fn bind(addr: SocketAddr, h: &Handles) -> io::Result<Server> {
         let std = std::net::TcpListener::bind(addr)?;
         std.set_nonblocking(true)?;
+        info!(addr = %std.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
         // The loop turns at least once per sample (the sampler's message);
         // three missed samples mean it is stuck.
         let interval = h.sample_interval.unwrap_or(Duration::from_secs(1));
@@ -81,9 +82,6 @@ impl Server {
 
     /// Accepts and serves connections until the runtime ends.
     pub async fn serve(self) {
-        if let Ok(addr) = self.listener.local_addr() {
-            info!(%addr, "serving /metrics, /healthz, /readyz and /status");
-        }
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -139,7 +137,8 @@ impl Routes {
     fn route(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
-            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
         match req.uri().path() {
@@ -147,20 +146,30 @@ impl Routes {
             "/healthz" => self.healthz(),
             "/readyz" => self.readyz(),
             "/status" => self.status(),
-            _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /status\n".into()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz, /readyz or /status\n".into(),
+            ),
         }
     }
 
     fn metrics(&self) -> Response<Full<Bytes>> {
         let Some(registry) = &self.registry else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "metrics could not be registered\n".into());
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics could not be registered\n".into(),
+            );
         };
         let mut body = String::with_capacity(16 * 1024);
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}\n"));
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics failed: {e}\n"),
+            );
         }
         let mut r = Response::new(Full::new(Bytes::from(body)));
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
         r
     }
 
@@ -169,7 +178,10 @@ impl Routes {
         if age <= self.stale_after {
             text(StatusCode::OK, "ok\n".into())
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("supervisor loop has not run for {} ms\n", age.as_millis()))
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("supervisor loop has not run for {} ms\n", age.as_millis()),
+            )
         }
     }
 
@@ -177,11 +189,17 @@ impl Routes {
         let status = self.status.borrow().clone();
         let not_ready = status.not_ready();
         if status.apps.is_empty() {
-            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: starting\n".into())
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: starting\n".into(),
+            )
         } else if not_ready.is_empty() {
             text(StatusCode::OK, "ready\n".into())
         } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", not_ready.join(", ")))
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {}\n", not_ready.join(", ")),
+            )
         }
     }
 
@@ -190,10 +208,14 @@ impl Routes {
         match serde_json::to_vec(&*status) {
             Ok(body) => {
                 let mut r = Response::new(Full::new(Bytes::from(body)));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding status failed: {e}\n")),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding status failed: {e}\n"),
+            ),
         }
     }
 }
@@ -201,6 +223,9 @@ impl Routes {
 fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = code;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

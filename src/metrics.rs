@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::config::MetricsCompat;
@@ -105,14 +105,24 @@ impl Metrics {
     pub fn new(apps: &[AppLabels], compat: Option<MetricsCompat>) -> Result<Metrics> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         const AI: &[&str] = &["app", "instance"];
-        let build = int_gauges(&r, "procward_build_info", "procward's version; always 1", &["version"])?;
+        let build = int_gauges(
+            &r,
+            "procward_build_info",
+            "procward's version; always 1",
+            &["version"],
+        )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let restarts = reg(
             &r,
             IntCounterVec::new(
-                Opts::new("procward_restarts_total", "Restarts of an instance, by reason"),
+                Opts::new(
+                    "procward_restarts_total",
+                    "Restarts of an instance, by reason",
+                ),
                 &["app", "instance", "reason"],
             )?,
         )?;
@@ -126,13 +136,26 @@ impl Metrics {
                 &["app", "instance", "code", "signal"],
             )?,
         )?;
-        let up = int_gauges(&r, "procward_up", "1 while the instance has a running process", AI)?;
+        let up = int_gauges(
+            &r,
+            "procward_up",
+            "1 while the instance has a running process",
+            AI,
+        )?;
         let ready = int_gauges(&r, "procward_ready", "1 while the instance is ready", AI)?;
-        let state = int_gauges(&r, "procward_state", "1 for the instance's current state", &["app", "instance", "state"])?;
+        let state = int_gauges(
+            &r,
+            "procward_state",
+            "1 for the instance's current state",
+            &["app", "instance", "state"],
+        )?;
         let start_time = reg(
             &r,
             GaugeVec::new(
-                Opts::new("procward_start_time_seconds", "Unix time the instance's current process was started"),
+                Opts::new(
+                    "procward_start_time_seconds",
+                    "Unix time the instance's current process was started",
+                ),
                 AI,
             )?,
         )?;
@@ -144,40 +167,83 @@ impl Metrics {
                 &["app"],
             )?,
         )?;
-        let rss = int_gauges(&r, "procward_resident_memory_bytes", "Resident memory (RSS) of the instance's process tree", AI)?;
+        let rss = int_gauges(
+            &r,
+            "procward_resident_memory_bytes",
+            "Resident memory (RSS) of the instance's process tree",
+            AI,
+        )?;
         let pss = int_gauges(
             &r,
             "procward_proportional_memory_bytes",
             "Proportional set size (PSS) of the instance's process tree",
             AI,
         )?;
-        let limit = int_gauges(&r, "procward_memory_limit_bytes", "max_memory_restart of the instance", AI)?;
+        let limit = int_gauges(
+            &r,
+            "procward_memory_limit_bytes",
+            "max_memory_restart of the instance",
+            AI,
+        )?;
         let cpu = reg(
             &r,
             prometheus::CounterVec::new(
-                Opts::new("procward_cpu_seconds_total", "User and system CPU time of the instance's process tree"),
+                Opts::new(
+                    "procward_cpu_seconds_total",
+                    "User and system CPU time of the instance's process tree",
+                ),
                 AI,
             )?,
         )?;
-        let threads = int_gauges(&r, "procward_threads", "Threads in the instance's process tree", AI)?;
-        let fds = int_gauges(&r, "procward_open_fds", "Open file descriptors in the instance's process tree", AI)?;
-        let processes = int_gauges(&r, "procward_processes", "Processes in the instance's process tree", AI)?;
+        let threads = int_gauges(
+            &r,
+            "procward_threads",
+            "Threads in the instance's process tree",
+            AI,
+        )?;
+        let fds = int_gauges(
+            &r,
+            "procward_open_fds",
+            "Open file descriptors in the instance's process tree",
+            AI,
+        )?;
+        let processes = int_gauges(
+            &r,
+            "procward_processes",
+            "Processes in the instance's process tree",
+            AI,
+        )?;
         let orphans = reg(
             &r,
-            IntCounter::new("procward_orphans_reaped_total", "Exit statuses reaped for processes no instance owns")?,
+            IntCounter::new(
+                "procward_orphans_reaped_total",
+                "Exit statuses reaped for processes no instance owns",
+            )?,
         )?;
-        let signals = reg(&r, IntCounter::new("procward_signals_forwarded_total", "Signals forwarded to the apps")?)?;
+        let signals = reg(
+            &r,
+            IntCounter::new(
+                "procward_signals_forwarded_total",
+                "Signals forwarded to the apps",
+            )?,
+        )?;
         let dropped = reg(
             &r,
             IntCounterVec::new(
-                Opts::new("procward_dropped_inputs_total", "Inputs dropped as malformed or over a limit, by input"),
+                Opts::new(
+                    "procward_dropped_inputs_total",
+                    "Inputs dropped as malformed or over a limit, by input",
+                ),
                 &["input"],
             )?,
         )?;
         let app_metric = reg(
             &r,
             GaugeVec::new(
-                Opts::new("procward_app_metric", "Custom metrics reported by the app (@pm2/io axm:monitor)"),
+                Opts::new(
+                    "procward_app_metric",
+                    "Custom metrics reported by the app (@pm2/io axm:monitor)",
+                ),
                 &["app", "instance", "name"],
             )?,
         )?;
@@ -210,7 +276,8 @@ impl Metrics {
                     limit.remove_label_values(&ai)?;
                 }
                 let pm2 = pm2.as_ref().map(|(up, cpu, mem, uptime, inst, rest)| {
-                    inst.with_label_values(&ai).set(i64::from(app.instances.max(1)));
+                    inst.with_label_values(&ai)
+                        .set(i64::from(app.instances.max(1)));
                     Pm2Series {
                         up: up.with_label_values(&ai),
                         cpu: cpu.with_label_values(&ai),
@@ -219,6 +286,9 @@ impl Metrics {
                         restarts: rest.with_label_values(&ai),
                     }
                 });
+                // Known from the start, so dashboards and alerts find the
+                // series before the first exit.
+                exits.with_label_values(&[ai[0], ai[1], "0", ""]);
                 v.push(InstanceMetrics {
                     restarts: Reason::ALL
                         .iter()
@@ -226,7 +296,10 @@ impl Metrics {
                         .collect(),
                     up: up.with_label_values(&ai),
                     ready: ready.with_label_values(&ai),
-                    state: State::NAMES.iter().map(|s| state.with_label_values(&[ai[0], ai[1], s])).collect(),
+                    state: State::NAMES
+                        .iter()
+                        .map(|s| state.with_label_values(&[ai[0], ai[1], s]))
+                        .collect(),
                     start_time: start_time.with_label_values(&ai),
                     started: None,
                     rss: rss.with_label_values(&ai),
@@ -242,7 +315,10 @@ impl Metrics {
             instances.push(v);
         }
         Ok(Metrics {
-            time_to_ready: apps.iter().map(|a| ttr.with_label_values(&[a.name.as_str()])).collect(),
+            time_to_ready: apps
+                .iter()
+                .map(|a| ttr.with_label_values(&[a.name.as_str()]))
+                .collect(),
             app_metric_names: vec![HashSet::new(); apps.len()],
             app_names: apps.iter().map(|a| a.name.clone()).collect(),
             registry: r,
@@ -296,7 +372,12 @@ impl Metrics {
         let idx = i.to_string();
         let code = code.map(|c| c.to_string()).unwrap_or_default();
         self.exits
-            .with_label_values(&[self.app_names[a].as_str(), &idx, &code, signal.unwrap_or("")])
+            .with_label_values(&[
+                self.app_names[a].as_str(),
+                &idx,
+                &code,
+                signal.unwrap_or(""),
+            ])
             .inc();
     }
 
@@ -304,7 +385,9 @@ impl Metrics {
     pub fn started(&mut self, a: usize, i: usize, at: Instant) {
         let m = &mut self.instances[a][i];
         m.started = Some(at);
-        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         m.start_time.set((unix - at.elapsed()).as_secs_f64());
         m.threads.set(0);
         m.fds.set(0);
@@ -323,7 +406,11 @@ impl Metrics {
         // A new root is a new process: all of its CPU time is new. A smaller
         // figure for the same root means a descendant has gone; its time is
         // not taken back.
-        let delta = if pid == u.pid { (u.cpu_seconds - cpu).max(0.0) } else { u.cpu_seconds };
+        let delta = if pid == u.pid {
+            (u.cpu_seconds - cpu).max(0.0)
+        } else {
+            u.cpu_seconds
+        };
         m.cpu.inc_by(delta);
         m.last_cpu = (u.pid, u.cpu_seconds, now);
         m.rss.set(u.rss_bytes as i64);
@@ -337,7 +424,8 @@ impl Metrics {
             if pid == u.pid && wall > 0.0 {
                 p.cpu.set((delta / wall * 100.0 * 10.0).round() / 10.0);
             }
-            p.uptime.set(m.started.map_or(0.0, |s| s.elapsed().as_secs_f64().floor()));
+            p.uptime
+                .set(m.started.map_or(0.0, |s| s.elapsed().as_secs_f64().floor()));
         }
     }
 
@@ -359,8 +447,10 @@ impl Metrics {
 
     /// Brings procward's own counters up to the supervisor's counts.
     pub fn counts(&mut self, orphans: u64, signals: u64) {
-        self.orphans.inc_by(orphans.saturating_sub(self.orphans.get()));
-        self.signals.inc_by(signals.saturating_sub(self.signals.get()));
+        self.orphans
+            .inc_by(orphans.saturating_sub(self.orphans.get()));
+        self.signals
+            .inc_by(signals.saturating_sub(self.signals.get()));
     }
 
     /// Sets a custom metric of the app; returns false (and counts it) when
@@ -368,7 +458,10 @@ impl Metrics {
     pub fn app_metric(&mut self, a: usize, i: usize, name: &str, value: f64) -> bool {
         let name = sanitize(name);
         let names = &mut self.app_metric_names[a];
-        if !value.is_finite() || name.is_empty() || (!names.contains(&name) && names.len() >= MAX_APP_METRICS) {
+        if !value.is_finite()
+            || name.is_empty()
+            || (!names.contains(&name) && names.len() >= MAX_APP_METRICS)
+        {
             self.dropped.with_label_values(&["app_metric"]).inc();
             return false;
         }
@@ -386,7 +479,13 @@ impl Metrics {
 pub fn sanitize(name: &str) -> String {
     name.trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(MAX_APP_METRIC_NAME)
         .collect()
 }
@@ -396,7 +495,11 @@ mod tests {
     use super::*;
 
     fn one() -> Metrics {
-        let apps = [AppLabels { name: "web".into(), instances: 2, memory_limit: Some(100) }];
+        let apps = [AppLabels {
+            name: "web".into(),
+            instances: 2,
+            memory_limit: Some(100),
+        }];
         Metrics::new(&apps, Some(MetricsCompat::Pm2)).unwrap()
     }
 
@@ -417,11 +520,17 @@ mod tests {
             m.app_metric(0, 1, &format!("m{k}"), 1.0);
         }
         assert!(!m.app_metric(0, 0, "one_too_many", 1.0));
-        assert!(m.app_metric(0, 0, "req_min", 4.0), "a known name is still updated");
+        assert!(
+            m.app_metric(0, 0, "req_min", 4.0),
+            "a known name is still updated"
+        );
         assert!(!m.app_metric(0, 0, "req_min", f64::NAN));
         let t = text(&m);
-        assert_eq!(t.matches("procward_app_metric{").count(), MAX_APP_METRICS + 1);
-        assert!(t.contains(r#"procward_dropped_inputs_total{input="app_metric"} 7"#), "{t}");
+        assert_eq!(t.matches("procward_app_metric{").count(), MAX_APP_METRICS);
+        assert!(
+            t.contains(r#"procward_dropped_inputs_total{input="app_metric"} 8"#),
+            "{t}"
+        );
     }
 
     #[test]
@@ -432,14 +541,24 @@ mod tests {
         m.restarts(0, 1, &counts);
         m.restarts(0, 1, &counts);
         let t = text(&m);
-        assert!(t.contains(r#"procward_restarts_total{app="web",instance="1",reason="memory"} 2"#), "{t}");
-        assert!(t.contains(r#"pm2_restarts{instance="1",name="web"} 2"#), "{t}");
+        assert!(
+            t.contains(r#"procward_restarts_total{app="web",instance="1",reason="memory"} 2"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"pm2_restarts{instance="1",name="web"} 2"#),
+            "{t}"
+        );
     }
 
     #[test]
     fn cpu_seconds_count_on_across_restarts() {
         let mut m = one();
-        let u = |pid, cpu| TreeUsage { pid, cpu_seconds: cpu, ..TreeUsage::default() };
+        let u = |pid, cpu| TreeUsage {
+            pid,
+            cpu_seconds: cpu,
+            ..TreeUsage::default()
+        };
         m.usage(0, 0, &u(10, 1.5));
         m.usage(0, 0, &u(10, 2.0));
         m.usage(0, 0, &u(11, 0.25));

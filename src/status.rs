@@ -105,12 +105,16 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// A heartbeat that has just beaten.
     pub fn new() -> Self {
-        Heartbeat { origin: Instant::now(), last_ms: AtomicU64::new(0) }
+        Heartbeat {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
 
     /// Records that the loop is running now.
     pub fn beat(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Time since the last beat.

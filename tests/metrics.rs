@@ -13,7 +13,11 @@ use common::{fixture, Running, PATIENCE};
 
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// procward with `--metrics` on a free port, once its server is up.
@@ -24,7 +28,9 @@ fn start_with_metrics(args: &[&str]) -> (Running, String) {
 fn start_with_metrics_env(args: &[&str], env: &[(&str, &str)]) -> (Running, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(common::bin());
-    cmd.args(["--metrics", &addr]).args(args).envs(env.iter().copied());
+    cmd.args(["--metrics", &addr])
+        .args(args)
+        .envs(env.iter().copied());
     let mut pw = Running::start_cmd(&mut cmd);
     pw.wait_line(&["serving /metrics"]);
     (pw, addr)
@@ -38,13 +44,23 @@ fn request(addr: &str, raw: &[u8]) -> (u16, String) {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
 fn get(addr: &str, path: &str) -> (u16, String) {
-    request(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
 }
 
 /// The value of the series whose line starts with `series` (name and labels).
@@ -64,7 +80,11 @@ fn wait_file_until(path: &Path, what: &str, pred: impl Fn(&str) -> bool) -> Stri
         if pred(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "{what}: not seen within {PATIENCE:?} in {}:\n{s}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not seen within {PATIENCE:?} in {}:\n{s}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -84,14 +104,28 @@ fn a_leaking_app_is_restarted_for_memory_within_the_interval() {
     let record = dir.path().join("record");
     let cap: u64 = 150 * 1024 * 1024;
     let (mut pw, addr) = start_with_metrics_env(
-        &["--max-memory-restart", "150M", "--sample-interval", "500ms", "--", "node", fixture("metrics/leak.js").to_str().unwrap()],
-        &[("LEAK_MB", "20"), ("LEAK_EVERY_MS", "200"), ("RECORD", record.to_str().unwrap())],
+        &[
+            "--max-memory-restart",
+            "150M",
+            "--sample-interval",
+            "500ms",
+            "--",
+            "node",
+            fixture("metrics/leak.js").to_str().unwrap(),
+        ],
+        &[
+            ("LEAK_MB", "20"),
+            ("LEAK_EVERY_MS", "200"),
+            ("RECORD", record.to_str().unwrap()),
+        ],
     );
     let warn = pw.wait_line(&["memory above max_memory_restart"]);
     let log = pw.wait_line(&["reason=\"memory\""]);
     assert!(warn.contains("max_memory_restart=157286400"), "{warn}");
     assert!(log.contains("restarts=1"), "{log}");
-    let text = wait_file_until(&record, "a second start", |s| s.matches("start ").count() >= 2);
+    let text = wait_file_until(&record, "a second start", |s| {
+        s.matches("start ").count() >= 2
+    });
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
     let first_pid = lines[0][2];
     let crossed: u64 = lines
@@ -99,15 +133,39 @@ fn a_leaking_app_is_restarted_for_memory_within_the_interval() {
         .find(|l| l[0] == "rss" && l[2] == first_pid && l[3].parse::<u64>().unwrap() > cap)
         .map(|l| l[1].parse().unwrap())
         .expect("the app crossed the cap");
-    let peak: u64 = lines.iter().filter(|l| l[0] == "rss" && l[2] == first_pid).map(|l| l[3].parse().unwrap()).max().unwrap();
-    let restarted: u64 = lines.iter().filter(|l| l[0] == "start").nth(1).unwrap()[1].parse().unwrap();
+    let peak: u64 = lines
+        .iter()
+        .filter(|l| l[0] == "rss" && l[2] == first_pid)
+        .map(|l| l[3].parse().unwrap())
+        .max()
+        .unwrap();
+    let restarted: u64 = lines.iter().filter(|l| l[0] == "start").nth(1).unwrap()[1]
+        .parse()
+        .unwrap();
     // Target: one interval (500 ms) plus the graceful stop; the bound only
     // catches breakage on a loaded machine.
-    assert!(restarted - crossed < 5_000, "restart {} ms after crossing", restarted - crossed);
+    assert!(
+        restarted - crossed < 5_000,
+        "restart {} ms after crossing",
+        restarted - crossed
+    );
     assert!(peak < cap * 2, "peak RSS {peak} for a cap of {cap}");
     let (_, m) = get(&addr, "/metrics");
-    assert_eq!(value(&m, r#"procward_restarts_total{app="leak",instance="0",reason="memory"}"#), Some(1.0), "{m}");
-    assert_eq!(value(&m, r#"procward_memory_limit_bytes{app="leak",instance="0"}"#), Some(cap as f64));
+    assert_eq!(
+        value(
+            &m,
+            r#"procward_restarts_total{app="leak",instance="0",reason="memory"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"procward_memory_limit_bytes{app="leak",instance="0"}"#
+        ),
+        Some(cap as f64)
+    );
 }
 
 /// Starts procward on the crash-then-run script and waits until it stays up.
@@ -130,16 +188,50 @@ fn restart_counters_by_reason_are_exact_after_a_crash_loop() {
     let (_pw, addr, _dir) = crash_loop();
     let (code, m) = get(&addr, "/metrics");
     assert_eq!(code, 200);
-    let r = |reason: &str| value(&m, &format!(r#"procward_restarts_total{{app="loop",instance="0",reason="{reason}"}}"#));
+    let r = |reason: &str| {
+        value(
+            &m,
+            &format!(r#"procward_restarts_total{{app="loop",instance="0",reason="{reason}"}}"#),
+        )
+    };
     assert_eq!(r("crash"), Some(3.0), "{m}");
     assert_eq!(r("signal"), Some(1.0));
-    for other in ["exit", "memory", "watchdog", "reload", "manual", "ready_timeout"] {
+    for other in [
+        "exit",
+        "memory",
+        "watchdog",
+        "reload",
+        "manual",
+        "ready_timeout",
+    ] {
         assert_eq!(r(other), Some(0.0), "{other}");
     }
-    assert_eq!(value(&m, r#"procward_exits_total{app="loop",code="3",instance="0",signal=""}"#), Some(3.0), "{m}");
-    assert_eq!(value(&m, r#"procward_exits_total{app="loop",code="",instance="0",signal="SIGKILL"}"#), Some(1.0));
-    assert_eq!(value(&m, r#"procward_up{app="loop",instance="0"}"#), Some(1.0));
-    assert_eq!(value(&m, r#"procward_state{app="loop",instance="0",state="online"}"#), Some(1.0));
+    assert_eq!(
+        value(
+            &m,
+            r#"procward_exits_total{app="loop",code="3",instance="0",signal=""}"#
+        ),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"procward_exits_total{app="loop",code="",instance="0",signal="SIGKILL"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, r#"procward_up{app="loop",instance="0"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"procward_state{app="loop",instance="0",state="online"}"#
+        ),
+        Some(1.0)
+    );
     let (_, status) = get(&addr, "/status");
     let s: serde_json::Value = serde_json::from_str(&status).unwrap();
     let inst = &s["apps"][0]["instances"][0];
@@ -173,14 +265,38 @@ fn metrics_pass_promtool_check_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus) is installed");
-    promtool.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
-    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && findings.trim().is_empty(), "promtool check metrics:\n{findings}\n{m}");
-    for name in ["pm2_up{", "pm2_cpu{", "pm2_memory{", "pm2_uptime{", "pm2_restarts{", "pm2_instances{", "process_resident_memory_bytes", "procward_build_info{"] {
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics:\n{findings}\n{m}"
+    );
+    for name in [
+        "pm2_up{",
+        "pm2_cpu{",
+        "pm2_memory{",
+        "pm2_uptime{",
+        "pm2_restarts{",
+        "pm2_instances{",
+        "process_resident_memory_bytes",
+        "procward_build_info{",
+    ] {
         assert!(m.contains(name), "{name} missing:\n{m}");
     }
-    assert_eq!(value(&m, r#"pm2_instances{instance="1",name="idle"}"#), Some(2.0));
+    assert_eq!(
+        value(&m, r#"pm2_instances{instance="1",name="idle"}"#),
+        Some(2.0)
+    );
 }
 
 #[test]
@@ -201,7 +317,10 @@ fn a_real_prometheus_scrapes_restart_counters() {
     let web = format!("127.0.0.1:{}", free_port());
     let prom = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={web}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -221,12 +340,15 @@ fn a_real_prometheus_scrapes_restart_counters() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
         let got = TcpStream::connect(&web).ok().map(|_| get(&web, query));
-        if let Some((200, body)) = got {
+        if let Some((200, body)) = &got {
             if body.contains("\"value\"") {
-                break body;
+                break body.clone();
             }
         }
-        assert!(Instant::now() < deadline, "Prometheus had no procward_restarts_total within 60 s: {got:?}");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus had no procward_restarts_total within 60 s: {got:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -238,7 +360,11 @@ fn a_real_prometheus_scrapes_restart_counters() {
 #[test]
 fn alert_rules_and_scrape_config_pass_promtool() {
     let run = |args: &[&str]| {
-        let out = Command::new("promtool").args(args).current_dir(repo("deploy/prometheus")).output().unwrap();
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(repo("deploy/prometheus"))
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "promtool {args:?}:\n{}{}",
@@ -257,8 +383,17 @@ fn the_dashboard_and_rules_work_against_a_live_procward() {
         panic!("../shared/tools/artifact-check is missing");
     };
     let dashboard = repo("deploy/grafana/procward-dashboard.json");
-    let out = Command::new(&tool).arg("dashboard").arg(&dashboard).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&tool)
+        .arg("dashboard")
+        .arg(&dashboard)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_pw, addr) = start_with_metrics(&[
         "--max-memory-restart",
         "1G",
@@ -269,13 +404,24 @@ fn the_dashboard_and_rules_work_against_a_live_procward() {
         fixture("metrics/idle.js").to_str().unwrap(),
     ]);
     let out = Command::new(&tool)
-        .args(["scrape-check", &addr, "--metric-prefix", "procward_", "--rules"])
+        .args([
+            "scrape-check",
+            &addr,
+            "--metric-prefix",
+            "procward_",
+            "--rules",
+        ])
         .arg(repo("deploy/prometheus/alerts.yml"))
         .arg("--dashboard")
         .arg(&dashboard)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -283,7 +429,14 @@ fn a_secret_in_the_apps_environment_and_arguments_stays_inside() {
     const ENV_SECRET: &str = "env-s3cr3t-7f1e";
     const ARG_SECRET: &str = "arg-s3cr3t-91c2";
     let (mut pw, addr) = start_with_metrics_env(
-        &["--log-level", "debug", "--", "node", fixture("metrics/idle.js").to_str().unwrap(), ARG_SECRET],
+        &[
+            "--log-level",
+            "debug",
+            "--",
+            "node",
+            fixture("metrics/idle.js").to_str().unwrap(),
+            ARG_SECRET,
+        ],
         &[("API_TOKEN", ENV_SECRET)],
     );
     pw.wait_line(&["to=\"online\""]);
@@ -306,31 +459,55 @@ fn a_secret_in_the_apps_environment_and_arguments_stays_inside() {
     assert!(seen.contains("\"pid\""), "{seen}");
     for secret in [ENV_SECRET, ARG_SECRET] {
         assert!(!seen.contains(secret), "{secret} served over HTTP:\n{seen}");
-        assert!(!logs.contains(secret), "{secret} in procward's logs:\n{logs}");
+        assert!(
+            !logs.contains(secret),
+            "{secret} in procward's logs:\n{logs}"
+        );
     }
 }
 
 #[test]
 fn malformed_http_gets_400_and_procward_keeps_serving() {
-    let (_pw, addr) = start_with_metrics(&["--", "node", fixture("metrics/idle.js").to_str().unwrap()]);
+    let (_pw, addr) =
+        start_with_metrics(&["--", "node", fixture("metrics/idle.js").to_str().unwrap()]);
     assert_eq!(request(&addr, b"GARBAGE\r\n\r\n").0, 400);
     assert_eq!(request(&addr, b"GET /metrics HTTP/9.9\r\n\r\n").0, 400);
-    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     assert_eq!(request(&addr, huge.as_bytes()).0, 431);
-    assert_eq!(request(&addr, b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").0, 405);
+    assert_eq!(
+        request(
+            &addr,
+            b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"
+        )
+        .0,
+        405
+    );
     assert_eq!(get(&addr, "/healthz").0, 200);
     let (_, m) = get(&addr, "/metrics");
-    assert_eq!(value(&m, r#"procward_dropped_inputs_total{input="http"}"#), Some(3.0), "{m}");
+    assert_eq!(
+        value(&m, r#"procward_dropped_inputs_total{input="http"}"#),
+        Some(3.0),
+        "{m}"
+    );
 
     // Idle connections fill the cap; the next one is refused and counted,
     // and serving resumes once they are gone.
-    let idle: Vec<TcpStream> = (0..70).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..70)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     let mut extra = TcpStream::connect(&addr).unwrap();
     extra.set_read_timeout(Some(PATIENCE)).unwrap();
     let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
     let mut buf = Vec::new();
     let _ = extra.read_to_end(&mut buf);
-    assert!(buf.is_empty(), "served over the connection cap: {}", String::from_utf8_lossy(&buf));
+    assert!(
+        buf.is_empty(),
+        "served over the connection cap: {}",
+        String::from_utf8_lossy(&buf)
+    );
     drop(idle);
     let deadline = Instant::now() + PATIENCE;
     let m = loop {
@@ -338,10 +515,16 @@ fn malformed_http_gets_400_and_procward_keeps_serving() {
         if code == 200 {
             break m;
         }
-        assert!(Instant::now() < deadline, "procward stopped serving after the connection cap");
+        assert!(
+            Instant::now() < deadline,
+            "procward stopped serving after the connection cap"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(value(&m, r#"procward_dropped_inputs_total{input="http_busy"}"#).unwrap() >= 1.0, "{m}");
+    assert!(
+        value(&m, r#"procward_dropped_inputs_total{input="http_busy"}"#).unwrap() >= 1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -356,13 +539,22 @@ fn readyz_names_what_is_not_ready() {
     ]);
     pw.wait_line(&["to=\"starting\""]);
     let (code, body) = get(&addr, "/readyz");
-    assert_eq!((code, body.as_str()), (503, "not ready: idle/0 (starting)\n"));
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "not ready: idle/0 (starting)\n")
+    );
     // No readiness message comes, so PM2's rule makes it ready at listen_timeout.
     // The snapshot is published in the same loop turn as the transition,
     // before the HTTP task runs again.
     pw.wait_line(&["to=\"online\""]);
     assert_eq!(get(&addr, "/readyz"), (200, "ready\n".to_string()));
     let (_, m) = get(&addr, "/metrics");
-    assert_eq!(value(&m, r#"procward_ready{app="idle",instance="0"}"#), Some(1.0));
-    assert_eq!(value(&m, r#"procward_time_to_ready_seconds_count{app="idle"}"#), Some(1.0));
+    assert_eq!(
+        value(&m, r#"procward_ready{app="idle",instance="0"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, r#"procward_time_to_ready_seconds_count{app="idle"}"#),
+        Some(1.0)
+    );
 }

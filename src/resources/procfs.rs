@@ -82,7 +82,12 @@ impl ProcScan {
     pub fn new() -> io::Result<Self> {
         let proc_dir = open_dir(b"/proc")?;
         // SAFETY: sysconf(3) with valid names.
-        let (page, tck) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::sysconf(libc::_SC_CLK_TCK)) };
+        let (page, tck) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PAGESIZE),
+                libc::sysconf(libc::_SC_CLK_TCK),
+            )
+        };
         Ok(ProcScan {
             proc_dir,
             dents: vec![0; 32 * 1024],
@@ -102,7 +107,10 @@ impl ProcScan {
     /// gets `processes: 0`.
     pub fn scan(&mut self, roots: &[i32], out: &mut Vec<TreeUsage>) {
         out.clear();
-        out.extend(roots.iter().map(|&pid| TreeUsage { pid, ..TreeUsage::default() }));
+        out.extend(roots.iter().map(|&pid| TreeUsage {
+            pid,
+            ..TreeUsage::default()
+        }));
         if roots.is_empty() {
             return;
         }
@@ -195,7 +203,9 @@ impl ProcScan {
     fn count_fds(&mut self, pid: i32) -> u64 {
         let mut path = PathBuf64::new();
         path.push(b"/proc/").push_num(pid as u64).push(b"/fd");
-        let Ok(fd) = open_dir(path.bytes()) else { return 0 };
+        let Ok(fd) = open_dir(path.bytes()) else {
+            return 0;
+        };
         let mut count = 0;
         loop {
             let n = getdents(&fd, &mut self.dents);
@@ -216,12 +226,17 @@ impl ProcScan {
     /// The `Pss:` line of /proc/PID/smaps_rollup, kB.
     fn read_pss(&mut self, pid: i32) -> Option<u64> {
         let mut path = PathBuf64::new();
-        path.push(b"/proc/").push_num(pid as u64).push(b"/smaps_rollup");
+        path.push(b"/proc/")
+            .push_num(pid as u64)
+            .push(b"/smaps_rollup");
         let n = read_into(path.bytes(), &mut self.file)?;
         let text = &self.file[..n];
         let at = find(text, b"\nPss:")?;
         let rest = &text[at + 5..];
-        let digits = rest.iter().skip_while(|b| **b == b' ').take_while(|b| b.is_ascii_digit());
+        let digits = rest
+            .iter()
+            .skip_while(|b| **b == b' ')
+            .take_while(|b| b.is_ascii_digit());
         Some(digits.fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0')))
     }
 }
@@ -239,25 +254,37 @@ fn read_stat(pid: i32, buf: &mut [u8]) -> Option<Proc> {
 fn parse_stat(pid: i32, line: &[u8]) -> Option<Proc> {
     let close = line.iter().rposition(|b| *b == b')')?;
     // Field 3 (state) is the first after ") ".
-    let mut fields = line[close + 1..].split(|b| *b == b' ').filter(|f| !f.is_empty());
+    let mut fields = line[close + 1..]
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
     let mut get = |skip: usize| -> Option<u64> { parse_u64(fields.nth(skip)?) };
     let ppid = get(1)?; // field 4 (skip 3)
     let utime = get(9)?; // field 14
     let stime = get(0)?; // field 15
     let threads = get(4)?; // field 20
     let rss = get(3)?; // field 24
-    Some(Proc { pid, ppid: ppid as i32, ticks: utime + stime, threads, rss_pages: rss })
+    Some(Proc {
+        pid,
+        ppid: ppid as i32,
+        ticks: utime + stime,
+        threads,
+        rss_pages: rss,
+    })
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(s.iter().fold(0u64, |acc, d| acc.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))))
+    Some(s.iter().fold(0u64, |acc, d| {
+        acc.wrapping_mul(10).wrapping_add(u64::from(d - b'0'))
+    }))
 }
 
 fn parse_pid(name: &[u8]) -> Option<i32> {
-    parse_u64(name).filter(|p| *p > 0 && *p <= i32::MAX as u64).map(|p| p as i32)
+    parse_u64(name)
+        .filter(|p| *p > 0 && *p <= i32::MAX as u64)
+        .map(|p| p as i32)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -291,7 +318,14 @@ fn open_dir(path: &[u8]) -> io::Result<OwnedFd> {
 /// error (a process that vanished mid-listing).
 fn getdents(dir: &OwnedFd, buf: &mut [u8]) -> usize {
     // SAFETY: the kernel writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            dir.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
     if n > 0 {
         n as usize
     } else {
@@ -318,7 +352,10 @@ struct PathBuf64 {
 
 impl PathBuf64 {
     fn new() -> Self {
-        PathBuf64 { buf: [0; 64], len: 0 }
+        PathBuf64 {
+            buf: [0; 64],
+            len: 0,
+        }
     }
 
     fn push(&mut self, s: &[u8]) -> &mut Self {
@@ -353,7 +390,8 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
-        let line = b"42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 123 1000 77 1844";
+        let line =
+            b"42 (a (b) c) S 7 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 123 1000 77 1844";
         let p = parse_stat(42, line).unwrap();
         assert_eq!((p.ppid, p.ticks, p.threads, p.rss_pages), (7, 300, 3, 77));
     }
@@ -361,7 +399,10 @@ mod tests {
     #[test]
     fn a_tree_is_the_root_and_its_descendants() {
         let me = std::process::id() as i32;
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let mut scan = ProcScan::new().unwrap();
         let mut out = Vec::new();
         scan.scan(&[me, child.id() as i32], &mut out);
@@ -369,7 +410,9 @@ mod tests {
         let _ = child.wait();
         // The child is its own root here, so it is not counted under `me`.
         assert_eq!(out[1].processes, 1);
-        assert!(out[0].processes >= 1 && out[0].rss_bytes > 0 && out[0].threads >= 1 && out[0].fds >= 3);
+        assert!(
+            out[0].processes >= 1 && out[0].rss_bytes > 0 && out[0].threads >= 1 && out[0].fds >= 3
+        );
         assert!(out[1].rss_bytes > 0);
     }
 

@@ -16,12 +16,13 @@ use crate::supervise::{App, Slot};
 pub fn over_cap(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<(Slot, u64, u64)> {
     let mut picks = Vec::new();
     for (a, app) in apps.iter().enumerate() {
-        let Some(limit) = app.spec.max_memory_restart else { continue };
+        let Some(limit) = app.spec.max_memory_restart else {
+            continue;
+        };
         let busy = |skip: usize| {
-            app.instances
-                .iter()
-                .enumerate()
-                .any(|(i, inst)| i != skip && matches!(inst.state, State::Starting { .. } | State::Stopping { .. }))
+            app.instances.iter().enumerate().any(|(i, inst)| {
+                i != skip && matches!(inst.state, State::Starting { .. } | State::Stopping { .. })
+            })
         };
         let worst = app
             .instances

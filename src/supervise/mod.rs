@@ -110,6 +110,7 @@ impl Supervisor {
             }
         }
         loop {
+            self.obs.tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -129,7 +130,6 @@ impl Supervisor {
                 Some(msg) = self.rx.recv() => self.on_message(msg),
                 _ = sleep => self.on_deadlines(Instant::now()),
             }
-            self.obs.tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
         }
     }
 

@@ -75,13 +75,17 @@ impl Observer {
                 .map_err(|e| error!(error = %e, "cannot register metrics; /metrics is empty"))
                 .ok()
         });
-        let sampled = agent.metrics_addr.is_some() || apps.iter().any(|a| a.spec.max_memory_restart.is_some());
+        let sampled = agent.metrics_addr.is_some()
+            || apps.iter().any(|a| a.spec.max_memory_restart.is_some());
         Observer {
             metrics,
             roots: watch::channel(Vec::new()).0,
             status: watch::channel(Arc::new(Status::default())).0,
             heartbeat: Arc::new(Heartbeat::new()),
-            usage: apps.iter().map(|a| vec![Usage::default(); a.instances.len()]).collect(),
+            usage: apps
+                .iter()
+                .map(|a| vec![Usage::default(); a.instances.len()])
+                .collect(),
             sample_interval: sampled.then_some(agent.sample_interval),
             dirty: true,
         }
@@ -112,23 +116,33 @@ impl Observer {
             self.publish_roots(apps);
         }
         let Some(m) = &mut self.metrics else { return };
-        let index = State::NAMES.iter().position(|n| *n == next.name()).unwrap_or(0);
+        let index = State::NAMES
+            .iter()
+            .position(|n| *n == next.name())
+            .unwrap_or(0);
         m.state(a, i, index, next.pid().is_some(), next.is_ready());
         m.restarts(a, i, &inst.restarts);
         if process_gone {
             match inst.last_status {
                 Some(ExitStatus::Code(c)) => m.exited(a, i, Some(c), None),
-                Some(ExitStatus::Signal { signo, .. }) => m.exited(a, i, None, Some(&signals::name(signo))),
+                Some(ExitStatus::Signal { signo, .. }) => {
+                    m.exited(a, i, None, Some(&signals::name(signo)))
+                }
                 None => {}
             }
             if next.pid().is_none() {
                 m.no_process(a, i);
             }
         }
-        if let (true, State::Starting { since, .. } | State::Online { since, .. }) = (new_process, next) {
+        if let (true, State::Starting { since, .. } | State::Online { since, .. }) =
+            (new_process, next)
+        {
             m.started(a, i, *since);
         }
-        if let State::Online { since, ready_at, .. } = next {
+        if let State::Online {
+            since, ready_at, ..
+        } = next
+        {
             if !prev.is_ready() || new_process {
                 m.became_ready(a, *ready_at - *since);
             }
@@ -144,7 +158,9 @@ impl Observer {
     ) -> Vec<Slot> {
         let now = Instant::now();
         for u in samples {
-            let Some(&(a, i)) = by_pid.get(&u.pid) else { continue };
+            let Some(&(a, i)) = by_pid.get(&u.pid) else {
+                continue;
+            };
             if u.processes == 0 {
                 continue;
             }
@@ -152,7 +168,9 @@ impl Observer {
             if let (Some(prev), Some(at)) = (last.tree, last.at) {
                 let wall = (now - at).as_secs_f64();
                 if prev.pid == u.pid && wall > 0.0 {
-                    last.cpu_percent = ((u.cpu_seconds - prev.cpu_seconds).max(0.0) / wall * 1000.0).round() / 10.0;
+                    last.cpu_percent =
+                        ((u.cpu_seconds - prev.cpu_seconds).max(0.0) / wall * 1000.0).round()
+                            / 10.0;
                 }
             }
             last.tree = Some(u);
@@ -198,12 +216,18 @@ impl Observer {
     }
 
     fn publish_roots(&self, apps: &[App]) {
-        let pids = apps.iter().flat_map(|a| a.instances.iter()).filter_map(|i| i.state.pid()).collect();
+        let pids = apps
+            .iter()
+            .flat_map(|a| a.instances.iter())
+            .filter_map(|i| i.state.pid())
+            .collect();
         self.roots.send_replace(pids);
     }
 
     fn snapshot(&self, apps: &[App]) -> Status {
-        let now_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let mut pm_id = 0;
         let apps = apps
             .iter()
@@ -218,13 +242,18 @@ impl Observer {
                     .map(|(i, inst)| {
                         pm_id += 1;
                         let since = match inst.state {
-                            State::Starting { since, .. } | State::Online { since, .. } | State::Stopping { since, .. } => {
-                                Some(since.elapsed())
-                            }
-                            State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. } => None,
+                            State::Starting { since, .. }
+                            | State::Online { since, .. }
+                            | State::Stopping { since, .. } => Some(since.elapsed()),
+                            State::Waiting { .. }
+                            | State::Stopped { .. }
+                            | State::Errored { .. } => None,
                         };
                         let u = self.usage[a][i];
-                        let t = u.tree.filter(|t| Some(t.pid) == inst.state.pid()).unwrap_or_default();
+                        let t = u
+                            .tree
+                            .filter(|t| Some(t.pid) == inst.state.pid())
+                            .unwrap_or_default();
                         InstanceStatus {
                             instance: inst.index,
                             pm_id: pm_id - 1,
@@ -240,7 +269,8 @@ impl Observer {
                                 .collect::<BTreeMap<_, _>>(),
                             last_exit: inst.last_status.map(|s| s.to_string()),
                             pm_uptime: since.map(|d| now_unix.saturating_sub(d).as_millis() as u64),
-                            uptime_seconds: since.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+                            uptime_seconds: since
+                                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
                             monit: Monit {
                                 memory: t.rss_bytes,
                                 pss: t.pss_bytes,
@@ -255,6 +285,9 @@ impl Observer {
                     .collect(),
             })
             .collect();
-        Status { version: env!("CARGO_PKG_VERSION"), apps }
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            apps,
+        }
     }
 }
