@@ -11,8 +11,10 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -38,6 +40,10 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a connection is kept, whatever it does.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
+/// Longest an encoded /metrics body is reused while no supervised value
+/// changed (procward's own `process_*` figures change all the time).
+const REUSE_FOR: Duration = Duration::from_secs(1);
+
 /// The Prometheus text exposition format, version 0.0.4.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -56,6 +62,10 @@ struct Routes {
     heartbeat: Arc<Heartbeat>,
     /// `/healthz` fails once the supervisor loop has not run for this long.
     stale_after: Duration,
+    /// Bumped whenever a metric changes.
+    generation: Arc<AtomicU64>,
+    /// The last /metrics body: (generation, when, body).
+    encoded: Mutex<Option<(u64, Instant, Bytes)>>,
 }
 
 impl Server {
@@ -74,6 +84,8 @@ impl Server {
                 status: h.status.clone(),
                 heartbeat: h.heartbeat.clone(),
                 stale_after: interval * 3 + Duration::from_secs(2),
+                generation: h.generation.clone(),
+                encoded: Mutex::new(None),
             }),
             dropped: h.http_dropped.clone(),
             busy: h.http_busy.clone(),
@@ -104,11 +116,13 @@ impl Server {
                 debug!(%peer, "over {MAX_CONNECTIONS} HTTP connections; closing");
                 if let Some(c) = &self.busy {
                     c.inc();
+                    self.routes.generation.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
             };
             let routes = self.routes.clone();
             let dropped = self.dropped.clone();
+            let generation = self.routes.generation.clone();
             let conn = builder.serve_connection(
                 TokioIo::new(stream),
                 hyper::service::service_fn(move |req| {
@@ -122,6 +136,7 @@ impl Server {
                         debug!(%peer, error = %e, "malformed HTTP request");
                         if let Some(c) = dropped {
                             c.inc();
+                            generation.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended"),
@@ -160,14 +175,26 @@ impl Routes {
                 "metrics could not be registered\n".into(),
             );
         };
-        let mut body = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body) {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("encoding metrics failed: {e}\n"),
-            );
-        }
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let generation = self.generation.load(Ordering::Relaxed);
+        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        let body = match &*encoded {
+            Some((g, at, body)) if *g == generation && at.elapsed() < REUSE_FOR => body.clone(),
+            _ => {
+                let mut body = String::with_capacity(64 * 1024);
+                if let Err(e) =
+                    prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body)
+                {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("encoding metrics failed: {e}\n"),
+                    );
+                }
+                let body = Bytes::from(body);
+                *encoded = Some((generation, Instant::now(), body.clone()));
+                body
+            }
+        };
+        let mut r = Response::new(Full::new(body));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
         r

@@ -9,6 +9,8 @@
 //! counter handed to the input readers that drop bad input.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
@@ -53,6 +55,7 @@ pub struct Metrics {
     app_metric: GaugeVec,
     app_metric_names: Vec<HashSet<String>>,
     app_names: Vec<String>,
+    generation: Arc<AtomicU64>,
 }
 
 /// One instance's series.
@@ -321,6 +324,7 @@ impl Metrics {
                 .collect(),
             app_metric_names: vec![HashSet::new(); apps.len()],
             app_names: apps.iter().map(|a| a.name.clone()).collect(),
+            generation: Arc::new(AtomicU64::new(0)),
             registry: r,
             instances,
             exits,
@@ -329,6 +333,16 @@ impl Metrics {
             dropped,
             app_metric,
         })
+    }
+
+    /// A number that changes whenever a value does, so a reader can reuse
+    /// what it encoded while it stays the same.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    fn touch(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The registry, for the HTTP server to gather.
@@ -344,6 +358,7 @@ impl Metrics {
 
     /// Sets the instance's state series (`index` into [`State::NAMES`]).
     pub fn state(&mut self, a: usize, i: usize, index: usize, up: bool, ready: bool) {
+        self.touch();
         let m = &mut self.instances[a][i];
         for (k, g) in m.state.iter().enumerate() {
             g.set(i64::from(k == index));
@@ -358,6 +373,7 @@ impl Metrics {
     /// Brings the restart counters up to `counts` (indexed like
     /// [`Reason::ALL`]); the supervisor's counts are the truth.
     pub fn restarts(&mut self, a: usize, i: usize, counts: &[u64]) {
+        self.touch();
         let m = &self.instances[a][i];
         for (c, &n) in m.restarts.iter().zip(counts) {
             c.inc_by(n.saturating_sub(c.get()));
@@ -369,6 +385,7 @@ impl Metrics {
 
     /// Counts an exit of the instance's main process.
     pub fn exited(&mut self, a: usize, i: usize, code: Option<i32>, signal: Option<&str>) {
+        self.touch();
         let idx = i.to_string();
         let code = code.map(|c| c.to_string()).unwrap_or_default();
         self.exits
@@ -383,6 +400,7 @@ impl Metrics {
 
     /// A new process of the instance was started.
     pub fn started(&mut self, a: usize, i: usize, at: Instant) {
+        self.touch();
         let m = &mut self.instances[a][i];
         m.started = Some(at);
         let unix = SystemTime::now()
@@ -391,15 +409,18 @@ impl Metrics {
         m.start_time.set((unix - at.elapsed()).as_secs_f64());
         m.threads.set(0);
         m.fds.set(0);
+        m.pss.set(0);
     }
 
     /// A process of app `a` became ready this long after it was spawned.
     pub fn became_ready(&mut self, a: usize, after: std::time::Duration) {
+        self.touch();
         self.time_to_ready[a].observe(after.as_secs_f64());
     }
 
     /// Records a sample of the instance's process tree.
     pub fn usage(&mut self, a: usize, i: usize, u: &TreeUsage) {
+        self.touch();
         let m = &mut self.instances[a][i];
         let now = Instant::now();
         let (pid, cpu, at) = m.last_cpu;
@@ -414,9 +435,13 @@ impl Metrics {
         m.cpu.inc_by(delta);
         m.last_cpu = (u.pid, u.cpu_seconds, now);
         m.rss.set(u.rss_bytes as i64);
-        m.pss.set(u.pss_bytes.unwrap_or(0) as i64);
+        if let Some(pss) = u.pss_bytes {
+            m.pss.set(pss as i64);
+        }
         m.threads.set(u.threads as i64);
-        m.fds.set(u.fds as i64);
+        if let Some(fds) = u.fds {
+            m.fds.set(fds as i64);
+        }
         m.processes.set(i64::from(u.processes));
         if let Some(p) = &m.pm2 {
             p.memory.set(u.rss_bytes as i64);
@@ -431,6 +456,7 @@ impl Metrics {
 
     /// The instance has no process: its usage series read 0.
     pub fn no_process(&mut self, a: usize, i: usize) {
+        self.touch();
         let m = &mut self.instances[a][i];
         m.rss.set(0);
         m.pss.set(0);
@@ -447,6 +473,7 @@ impl Metrics {
 
     /// Brings procward's own counters up to the supervisor's counts.
     pub fn counts(&mut self, orphans: u64, signals: u64) {
+        self.touch();
         self.orphans
             .inc_by(orphans.saturating_sub(self.orphans.get()));
         self.signals
@@ -456,6 +483,7 @@ impl Metrics {
     /// Sets a custom metric of the app; returns false (and counts it) when
     /// it is dropped: not finite, or a new name past [`MAX_APP_METRICS`].
     pub fn app_metric(&mut self, a: usize, i: usize, name: &str, value: f64) -> bool {
+        self.touch();
         let name = sanitize(name);
         let names = &mut self.app_metric_names[a];
         if !value.is_finite()

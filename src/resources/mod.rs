@@ -21,6 +21,10 @@ pub use procfs::TreeUsage;
 
 use crate::supervise::message::Message;
 
+/// Open fds and PSS are read every this many passes (every 10 s at the
+/// default interval); memory, CPU and threads on every pass.
+pub const SLOW_EVERY: u64 = 10;
+
 /// Samples the trees rooted at the pids in `roots` every `interval` and
 /// sends them to the supervisor, until the supervisor's inbox closes.
 pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc::Sender<Message>) {
@@ -34,12 +38,12 @@ pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc:
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pids: Vec<i32> = Vec::new();
-    loop {
+    for pass in 0u64.. {
         ticks.tick().await;
         pids.clear();
         pids.extend_from_slice(&roots.borrow());
         let mut out = Vec::with_capacity(pids.len());
-        scan.scan(&pids, &mut out);
+        scan.scan(&pids, pass % SLOW_EVERY == 0, &mut out);
         if tx.send(Message::Samples(out)).await.is_err() {
             return;
         }

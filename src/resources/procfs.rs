@@ -37,14 +37,14 @@ pub struct TreeUsage {
     /// Resident set size, bytes.
     pub rss_bytes: u64,
     /// Proportional set size, bytes; `None` where smaps_rollup is missing or
-    /// unreadable.
+    /// unreadable, or on a pass without the slow fields.
     pub pss_bytes: Option<u64>,
     /// User plus system CPU time of the live members, seconds.
     pub cpu_seconds: f64,
     /// Threads.
     pub threads: u64,
-    /// Open file descriptors.
-    pub fds: u64,
+    /// Open file descriptors; `None` on a pass without the slow fields.
+    pub fds: Option<u64>,
 }
 
 /// One process as read from its stat file.
@@ -104,8 +104,10 @@ impl ProcScan {
 
     /// Reads every process once and writes one [`TreeUsage`] per root into
     /// `out` (cleared first), in the order of `roots`. A root that has gone
-    /// gets `processes: 0`.
-    pub fn scan(&mut self, roots: &[i32], out: &mut Vec<TreeUsage>) {
+    /// gets `processes: 0`. With `slow`, also the fields that cost more
+    /// than a stat file to read: open fds and PSS (smaps_rollup walks the
+    /// process's page tables, the largest cost of a pass).
+    pub fn scan(&mut self, roots: &[i32], slow: bool, out: &mut Vec<TreeUsage>) {
         out.clear();
         out.extend(roots.iter().map(|&pid| TreeUsage {
             pid,
@@ -137,7 +139,10 @@ impl ProcScan {
             u.rss_bytes += p.rss_pages * self.page_size;
             u.cpu_seconds += p.ticks as f64 / self.clk_tck;
             u.threads += p.threads;
-            u.fds += self.count_fds(p.pid);
+            if !slow {
+                continue;
+            }
+            *u.fds.get_or_insert(0) += self.count_fds(p.pid);
             if self.pss {
                 match self.read_pss(p.pid) {
                     Some(kb) => *u.pss_bytes.get_or_insert(0) += kb * 1024,
@@ -387,6 +392,7 @@ impl PathBuf64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
@@ -399,19 +405,26 @@ mod tests {
     #[test]
     fn a_tree_is_the_root_and_its_descendants() {
         let me = std::process::id() as i32;
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        // `read` returns once the child has exec'd and written its line.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "echo up; exec sleep 30"])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        let mut line = [0u8; 3];
+        child.stdout.take().unwrap().read_exact(&mut line).unwrap();
         let mut scan = ProcScan::new().unwrap();
         let mut out = Vec::new();
-        scan.scan(&[me, child.id() as i32], &mut out);
+        scan.scan(&[me, child.id() as i32], true, &mut out);
         let _ = child.kill();
         let _ = child.wait();
         // The child is its own root here, so it is not counted under `me`.
         assert_eq!(out[1].processes, 1);
         assert!(
-            out[0].processes >= 1 && out[0].rss_bytes > 0 && out[0].threads >= 1 && out[0].fds >= 3
+            out[0].processes >= 1
+                && out[0].rss_bytes > 0
+                && out[0].threads >= 1
+                && out[0].fds >= Some(3)
         );
         assert!(out[1].rss_bytes > 0);
     }
@@ -420,7 +433,7 @@ mod tests {
     fn a_gone_root_has_no_processes() {
         let mut scan = ProcScan::new().unwrap();
         let mut out = Vec::new();
-        scan.scan(&[i32::MAX], &mut out);
+        scan.scan(&[i32::MAX], true, &mut out);
         assert_eq!(out[0].processes, 0);
     }
 }

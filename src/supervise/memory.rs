@@ -39,3 +39,65 @@ pub fn over_cap(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<(Slot, u
     }
     picks
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::AppSpec;
+    use crate::supervise::instance::Instance;
+
+    fn app(states: Vec<State>) -> App {
+        let mut spec = AppSpec::new("web", vec!["node".into()]);
+        spec.max_memory_restart = Some(100);
+        let instances = states
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut inst = Instance::new(i as u32);
+                inst.state = s;
+                inst
+            })
+            .collect();
+        App { spec, instances }
+    }
+
+    fn online(pid: i32) -> State {
+        let now = Instant::now();
+        State::Online {
+            pid,
+            since: now,
+            ready_at: now,
+        }
+    }
+
+    #[test]
+    fn the_largest_instance_over_the_cap_goes_first_and_alone() {
+        let apps = [app(vec![online(1), online(2), online(3)])];
+        let rss = [150, 300, 90];
+        assert_eq!(
+            over_cap(&apps, |(_, i)| Some(rss[i])),
+            vec![((0, 1), 300, 100)]
+        );
+    }
+
+    #[test]
+    fn nothing_is_restarted_while_another_instance_is_starting_or_stopping() {
+        let now = Instant::now();
+        let stopping = State::Stopping {
+            pid: 2,
+            since: now,
+            kill_at: None,
+            then: crate::supervise::state::Then::Stop,
+        };
+        let apps = [app(vec![online(1), stopping])];
+        assert!(over_cap(&apps, |_| Some(500)).is_empty());
+        let apps = [app(vec![online(1)])];
+        assert_eq!(over_cap(&apps, |_| Some(101)).len(), 1);
+        assert!(
+            over_cap(&apps, |_| Some(100)).is_empty(),
+            "at the cap is not over it"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 //! the observation bookkeeping out of the state machine itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,8 @@ pub struct Handles {
     pub http_dropped: Option<IntCounter>,
     /// Counter of connections refused over the connection cap.
     pub http_busy: Option<IntCounter>,
+    /// Changes whenever a metric does.
+    pub generation: Arc<AtomicU64>,
 }
 
 /// The supervisor's observation state.
@@ -101,6 +104,11 @@ impl Observer {
             registry: self.metrics.as_ref().map(Metrics::registry),
             http_dropped: self.metrics.as_ref().map(|m| m.dropped("http")),
             http_busy: self.metrics.as_ref().map(|m| m.dropped("http_busy")),
+            generation: self
+                .metrics
+                .as_ref()
+                .map(Metrics::generation)
+                .unwrap_or_default(),
         }
     }
 
@@ -164,7 +172,13 @@ impl Observer {
             if u.processes == 0 {
                 continue;
             }
+            let mut u = u;
             let last = &mut self.usage[a][i];
+            if let Some(prev) = last.tree.filter(|p| p.pid == u.pid) {
+                // Fields read only on some passes keep their last value.
+                u.fds = u.fds.or(prev.fds);
+                u.pss_bytes = u.pss_bytes.or(prev.pss_bytes);
+            }
             if let (Some(prev), Some(at)) = (last.tree, last.at) {
                 let wall = (now - at).as_secs_f64();
                 if prev.pid == u.pid && wall > 0.0 {
@@ -278,7 +292,7 @@ impl Observer {
                                 cpu_seconds: t.cpu_seconds,
                                 processes: t.processes,
                                 threads: t.threads,
-                                fds: t.fds,
+                                fds: t.fds.unwrap_or(0),
                             },
                         }
                     })
