@@ -80,6 +80,14 @@ bench_wrk() {
     wrk -t2 -c8 -d10s --latency "http://$ADDR/metrics" >"$tmp/wrk.txt"
     awk '/Requests\/sec/ {print "wrk -t2 -c8 -d10s: " $2 " requests/s"}
          /^ +50%/ {print "  p50 " $2} /^ +99%/ {print "  p99 " $2}' "$tmp/wrk.txt"
+    # A request after the reuse window (1 s) pays for a full gather, as a
+    # Prometheus scraping every 15 s does.
+    local cold=()
+    for _ in 1 2 3 4 5; do
+        sleep 1.2
+        cold+=("$(curl -fs -o /dev/null -w '%{time_total}' "http://$ADDR/metrics")")
+    done
+    echo "  one request after 1.2 s idle (full gather): ${cold[*]} s"
     kill "$PW_PID"; wait "$PW_PID" 2>/dev/null || true
 }
 

@@ -26,8 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::status::{Heartbeat, Status};
-use crate::supervise::observe::Handles;
+use crate::status::{Handles, Heartbeat, Status};
 
 /// Connections served at once; further ones are closed at once and counted.
 pub const MAX_CONNECTIONS: usize = 64;

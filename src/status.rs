@@ -1,5 +1,5 @@
 //! What `/status` and `/readyz` show: a snapshot the supervisor publishes,
-//! and the heartbeat `/healthz` reads. Plain data, so the HTTP server needs
+//! the heartbeat `/healthz` reads, and the handles that carry them. Plain data, so the HTTP server needs
 //! nothing of the supervisor's internals.
 //!
 //! The JSON follows `pm2 jlist` where the same fact exists (`name`, `pm_id`,
@@ -10,9 +10,32 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus::{IntCounter, Registry};
 use serde::Serialize;
+use tokio::sync::watch;
+
+/// What the sampler and the HTTP server are handed at startup.
+pub struct Handles {
+    /// How often to sample; `None` when nothing needs samples.
+    pub sample_interval: Option<Duration>,
+    /// The pids of the instances' main processes.
+    pub roots: watch::Receiver<Vec<i32>>,
+    /// The latest `/status` snapshot.
+    pub status: watch::Receiver<Arc<Status>>,
+    /// The supervisor loop's heartbeat.
+    pub heartbeat: Arc<Heartbeat>,
+    /// The registry, when metrics are on.
+    pub registry: Option<Registry>,
+    /// Counter of malformed or refused HTTP requests.
+    pub http_dropped: Option<IntCounter>,
+    /// Counter of connections refused over the connection cap.
+    pub http_busy: Option<IntCounter>,
+    /// Changes whenever a metric does.
+    pub generation: Arc<AtomicU64>,
+}
 
 /// Every app and instance.
 #[derive(Debug, Clone, Default, Serialize)]

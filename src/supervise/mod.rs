@@ -91,7 +91,7 @@ impl Supervisor {
     }
 
     /// Handles for the sampler and the HTTP server.
-    pub fn handles(&self) -> observe::Handles {
+    pub fn handles(&self) -> crate::status::Handles {
         self.obs.handles()
     }
 

@@ -5,11 +5,9 @@
 //! the observation bookkeeping out of the state machine itself.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prometheus::{IntCounter, Registry};
 use tokio::sync::watch;
 use tracing::{error, warn};
 
@@ -18,30 +16,10 @@ use crate::exit::ExitStatus;
 use crate::init::signals;
 use crate::metrics::{AppLabels, Metrics};
 use crate::resources::TreeUsage;
-use crate::status::{AppStatus, Heartbeat, InstanceStatus, Monit, Status};
+use crate::status::{AppStatus, Handles, Heartbeat, InstanceStatus, Monit, Status};
 use crate::supervise::policy::Reason;
 use crate::supervise::state::State;
 use crate::supervise::{memory, App, Slot};
-
-/// What the sampler and the HTTP server are handed at startup.
-pub struct Handles {
-    /// How often to sample; `None` when nothing needs samples.
-    pub sample_interval: Option<Duration>,
-    /// The pids of the instances' main processes.
-    pub roots: watch::Receiver<Vec<i32>>,
-    /// The latest `/status` snapshot.
-    pub status: watch::Receiver<Arc<Status>>,
-    /// The supervisor loop's heartbeat.
-    pub heartbeat: Arc<Heartbeat>,
-    /// The registry, when metrics are on.
-    pub registry: Option<Registry>,
-    /// Counter of malformed or refused HTTP requests.
-    pub http_dropped: Option<IntCounter>,
-    /// Counter of connections refused over the connection cap.
-    pub http_busy: Option<IntCounter>,
-    /// Changes whenever a metric does.
-    pub generation: Arc<AtomicU64>,
-}
 
 /// The supervisor's observation state.
 pub struct Observer {
