@@ -73,7 +73,7 @@ pub struct ProcScan {
     walk: Vec<u32>,
     page_size: u64,
     clk_tck: f64,
-    /// Whether smaps_rollup has been readable; turned off after it is not.
+    /// Whether this kernel has smaps_rollup (Linux 4.14+).
     pss: bool,
 }
 
@@ -98,7 +98,7 @@ impl ProcScan {
             walk: Vec::with_capacity(16),
             page_size: if page > 0 { page as u64 } else { 4096 },
             clk_tck: if tck > 0 { tck as f64 } else { 100.0 },
-            pss: true,
+            pss: Path::new("/proc/self/smaps_rollup").exists(),
         })
     }
 
@@ -144,16 +144,11 @@ impl ProcScan {
             }
             *u.fds.get_or_insert(0) += self.count_fds(p.pid);
             if self.pss {
-                match self.read_pss(p.pid) {
-                    Some(kb) => *u.pss_bytes.get_or_insert(0) += kb * 1024,
-                    // Missing (Linux < 4.14) or not readable: stop trying.
-                    None if p.pid == roots[k as usize] => self.pss = false,
-                    None => {}
+                // A process gone since its stat was read adds nothing.
+                if let Some(kb) = self.read_pss(p.pid) {
+                    *u.pss_bytes.get_or_insert(0) += kb * 1024;
                 }
             }
-        }
-        if !self.pss {
-            out.iter_mut().for_each(|u| u.pss_bytes = None);
         }
     }
 
