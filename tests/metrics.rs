@@ -558,3 +558,43 @@ fn readyz_names_what_is_not_ready() {
         Some(1.0)
     );
 }
+
+#[test]
+fn instances_over_the_cap_are_restarted_one_at_a_time() {
+    let (mut pw, _addr) = start_with_metrics_env(
+        &[
+            "-i",
+            "2",
+            "--max-memory-restart",
+            "120M",
+            "--sample-interval",
+            "200ms",
+            "--",
+            "node",
+            fixture("metrics/leak.js").to_str().unwrap(),
+        ],
+        &[("LEAK_MB", "30"), ("LEAK_EVERY_MS", "100")],
+    );
+    // Both instances leak at the same pace, so both cross the cap together;
+    // the second restart may only begin once the first instance runs again.
+    let first = pw.wait_line(&["memory above max_memory_restart"]);
+    let inst = if first.contains("instance=0") {
+        "instance=0"
+    } else {
+        "instance=1"
+    };
+    pw.wait_line(&["memory above max_memory_restart"]);
+    let lines = pw.seen.clone();
+    let at = |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l));
+    let second = lines
+        .iter()
+        .rposition(|l| l.contains("memory above max_memory_restart"))
+        .unwrap();
+    let back = at(&|l: &str| l.contains(inst) && l.contains("reason=\"memory\""))
+        .expect("first instance restarted");
+    assert!(
+        back < second,
+        "a second memory restart began before the first instance was back:\n{}",
+        lines.join("\n")
+    );
+}
