@@ -4,8 +4,12 @@
 mod cli;
 mod config;
 mod exit;
+mod http;
 mod init;
+mod metrics;
+mod resources;
 mod spawn;
+mod status;
 mod supervise;
 
 use std::process::ExitCode;
@@ -90,6 +94,23 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
                 return exit::SETUP;
             }
         };
-        supervise::Supervisor::new(apps, agent).run(sigs).await
+        let metrics_addr = agent.metrics_addr;
+        let sup = supervise::Supervisor::new(apps, agent);
+        let h = sup.handles();
+        if let Some(interval) = h.sample_interval {
+            tokio::spawn(resources::run(interval, h.roots.clone(), sup.sender()));
+        }
+        if let Some(addr) = metrics_addr {
+            match http::Server::bind(addr, &h) {
+                Ok(server) => {
+                    tokio::spawn(server.serve());
+                }
+                Err(e) => {
+                    eprintln!("procward: cannot serve --metrics on {addr}: {e}");
+                    return exit::SETUP;
+                }
+            }
+        }
+        sup.run(sigs).await
     })
 }

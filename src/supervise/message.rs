@@ -20,4 +20,6 @@ pub enum Message {
         /// Its value.
         value: f64,
     },
+    /// One sample of every instance's process tree, keyed by root pid.
+    Samples(Vec<crate::resources::TreeUsage>),
 }

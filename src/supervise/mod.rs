@@ -6,7 +6,9 @@
 //! instance. Apps are started in the order listed and stopped in reverse.
 
 pub mod instance;
+pub mod memory;
 pub mod message;
+pub mod observe;
 pub mod policy;
 pub mod state;
 
@@ -57,20 +59,23 @@ pub struct Supervisor {
     tx: mpsc::Sender<Message>,
     rx: mpsc::Receiver<Message>,
     self_pid: i32,
+    obs: observe::Observer,
 }
 
 impl Supervisor {
     /// A supervisor for these apps; nothing is started yet.
     pub fn new(specs: Vec<AppSpec>, agent: AgentSettings) -> Self {
         let (tx, rx) = mpsc::channel(INBOX);
-        let apps = specs
+        let apps: Vec<App> = specs
             .into_iter()
             .map(|spec| {
                 let instances = (0..spec.instances.max(1)).map(Instance::new).collect();
                 App { spec, instances }
             })
             .collect();
+        let obs = observe::Observer::new(&apps, &agent);
         Supervisor {
+            obs,
             apps,
             agent,
             by_pid: HashMap::new(),
@@ -83,6 +88,11 @@ impl Supervisor {
             rx,
             self_pid: std::process::id() as i32,
         }
+    }
+
+    /// Handles for the sampler and the HTTP server.
+    pub fn handles(&self) -> crate::status::Handles {
+        self.obs.handles()
     }
 
     /// A sender for messages to this supervisor.
@@ -100,6 +110,7 @@ impl Supervisor {
             }
         }
         loop {
+            self.obs.tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -146,7 +157,12 @@ impl Supervisor {
                     self.on_ready(slot, Instant::now());
                 }
             }
-            Message::AppMetric { .. } => {}
+            Message::AppMetric { pid, name, value } => self.obs.app_metric(&self.by_pid, pid, &name, value),
+            Message::Samples(samples) => {
+                for slot in self.obs.on_samples(&self.apps, &self.by_pid, samples) {
+                    self.request_stop(slot, Then::Restart(Reason::Memory));
+                }
+            }
         }
     }
 
@@ -413,7 +429,7 @@ impl Supervisor {
         let inst = &mut app.instances[i];
         let from = inst.state.name();
         let status = inst.last_status.map(|s| s.to_string());
-        inst.state = next;
+        let prev = std::mem::replace(&mut inst.state, next);
         info!(
             app = %app.spec.name,
             instance = i,
@@ -425,6 +441,7 @@ impl Supervisor {
             restarts = inst.total_restarts(),
             "state"
         );
+        self.obs.on_transition(&self.apps, (a, i), &prev);
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -19,7 +19,9 @@ pub fn bin() -> PathBuf {
 
 /// A directory of test programs shipped with the tests.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A running procward with its stderr lines collected.
@@ -54,7 +56,11 @@ impl Running {
                 }
             }
         });
-        Running { child, lines: rx, seen: Vec::new() }
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a stderr line containing every one of `parts`; returns it.
@@ -70,10 +76,16 @@ impl Running {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no line with {parts:?} within {PATIENCE:?}; seen:\n{}", self.seen.join("\n"))
+                    panic!(
+                        "no line with {parts:?} within {PATIENCE:?}; seen:\n{}",
+                        self.seen.join("\n")
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("procward closed stderr before a line with {parts:?}; seen:\n{}", self.seen.join("\n"))
+                    panic!(
+                        "procward closed stderr before a line with {parts:?}; seen:\n{}",
+                        self.seen.join("\n")
+                    )
                 }
             }
         }
@@ -84,13 +96,20 @@ impl Running {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
-        self.seen.iter().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+        self.seen
+            .iter()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
     }
 
     /// Waits for procward to exit and returns its status; drains stderr.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let status = wait_timeout(&mut self.child, PATIENCE)
-            .unwrap_or_else(|| panic!("procward did not exit within {PATIENCE:?}; seen:\n{}", self.seen.join("\n")));
+        let status = wait_timeout(&mut self.child, PATIENCE).unwrap_or_else(|| {
+            panic!(
+                "procward did not exit within {PATIENCE:?}; seen:\n{}",
+                self.seen.join("\n")
+            )
+        });
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
         }
@@ -119,7 +138,12 @@ impl Drop for Running {
 pub fn send(pid: i32, signo: i32) {
     // SAFETY: kill(2) with integers.
     let rc = unsafe { libc::kill(pid, signo) };
-    assert_eq!(rc, 0, "kill({pid}, {signo}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signo}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Polls `child` until it exits or `limit` passes.
@@ -162,7 +186,9 @@ pub fn run_to_end(args: &[&str]) -> (i32, String, String) {
 /// An exit status as a shell reports it.
 pub fn code_of(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// Waits until `path` exists (a child writes it when it reaches a point).
@@ -174,7 +200,11 @@ pub fn wait_file(path: &Path) -> String {
                 return s;
             }
         }
-        assert!(Instant::now() < deadline, "{} did not appear within {PATIENCE:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {PATIENCE:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -183,9 +213,15 @@ pub fn wait_file(path: &Path) -> String {
 pub fn zombies_of(ppid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(')').map(|x| x.1) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
             out.push(pid);
@@ -197,7 +233,10 @@ pub fn zombies_of(ppid: i32) -> Vec<i32> {
 /// Whether a process exists (zombies count as gone).
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|x| !x.1.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|x| !x.1.trim_start().starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }

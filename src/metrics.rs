@@ -1,0 +1,595 @@
+//! The Prometheus registry and every metric family procward exports.
+//!
+//! Names follow the Prometheus naming rules (a `procward_` prefix, base
+//! units, `_total` for counters, `_seconds`, `_bytes`). Per-instance
+//! families carry the labels `app` and `instance`. Handles for each
+//! instance are resolved once, so updates are plain atomic operations.
+//! Only the supervisor updates them (it owns the state they describe); the
+//! HTTP server only gathers. The exception is [`Metrics::dropped`], a
+//! counter handed to the input readers that drop bad input.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::config::MetricsCompat;
+use crate::resources::TreeUsage;
+use crate::supervise::policy::Reason;
+use crate::supervise::state::State;
+
+/// Custom metrics (`axm:monitor`) kept per app; further names are dropped
+/// and counted, so an app cannot explode the series count.
+pub const MAX_APP_METRICS: usize = 32;
+/// Longest custom metric name kept, in bytes.
+pub const MAX_APP_METRIC_NAME: usize = 64;
+
+/// Buckets of the time-to-ready histogram, seconds.
+const READY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+/// What the metrics need to know about an app up front.
+#[derive(Debug, Clone)]
+pub struct AppLabels {
+    /// Its name (`app` label).
+    pub name: String,
+    /// Its number of instances.
+    pub instances: u32,
+    /// Its `max_memory_restart`, bytes.
+    pub memory_limit: Option<u64>,
+}
+
+/// Every metric family, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    instances: Vec<Vec<InstanceMetrics>>,
+    time_to_ready: Vec<Histogram>,
+    exits: IntCounterVec,
+    orphans: IntCounter,
+    signals: IntCounter,
+    dropped: IntCounterVec,
+    app_metric: GaugeVec,
+    app_metric_names: Vec<HashSet<String>>,
+    app_names: Vec<String>,
+    generation: Arc<AtomicU64>,
+}
+
+/// One instance's series.
+struct InstanceMetrics {
+    restarts: Vec<IntCounter>,
+    up: IntGauge,
+    ready: IntGauge,
+    state: Vec<IntGauge>,
+    start_time: Gauge,
+    started: Option<Instant>,
+    rss: IntGauge,
+    pss: IntGauge,
+    cpu: Counter,
+    /// Root pid and CPU seconds of the last sample, to turn per-process
+    /// figures into a counter that survives restarts.
+    last_cpu: (i32, f64, Instant),
+    threads: IntGauge,
+    fds: IntGauge,
+    processes: IntGauge,
+    pm2: Option<Pm2Series>,
+}
+
+/// The PM2 exporters' series for one instance. Names, meanings and the
+/// `name`/`instance` labels follow the common exporter
+/// (saikatharryc/pm2-prometheus-exporter `exporter.js`): `pm2_up` is 1 when
+/// online, `pm2_cpu` a percentage of one core, `pm2_memory` bytes,
+/// `pm2_uptime` seconds, `pm2_restarts` PM2's `restart_time`,
+/// `pm2_instances` the app's instance count.
+struct Pm2Series {
+    up: IntGauge,
+    cpu: Gauge,
+    memory: IntGauge,
+    uptime: Gauge,
+    restarts: IntGauge,
+}
+
+type Result<T> = std::result::Result<T, prometheus::Error>;
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> Result<C> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn int_gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec> {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+}
+
+impl Metrics {
+    /// Registers every family for these apps.
+    pub fn new(apps: &[AppLabels], compat: Option<MetricsCompat>) -> Result<Metrics> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        const AI: &[&str] = &["app", "instance"];
+        let build = int_gauges(
+            &r,
+            "procward_build_info",
+            "procward's version; always 1",
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let restarts = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_restarts_total",
+                    "Restarts of an instance, by reason",
+                ),
+                &["app", "instance", "reason"],
+            )?,
+        )?;
+        let exits = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_exits_total",
+                    "Exits of an instance's main process, by exit code or killing signal",
+                ),
+                &["app", "instance", "code", "signal"],
+            )?,
+        )?;
+        let up = int_gauges(
+            &r,
+            "procward_up",
+            "1 while the instance has a running process",
+            AI,
+        )?;
+        let ready = int_gauges(&r, "procward_ready", "1 while the instance is ready", AI)?;
+        let state = int_gauges(
+            &r,
+            "procward_state",
+            "1 for the instance's current state",
+            &["app", "instance", "state"],
+        )?;
+        let start_time = reg(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "procward_start_time_seconds",
+                    "Unix time the instance's current process was started",
+                ),
+                AI,
+            )?,
+        )?;
+        let ttr = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("procward_time_to_ready_seconds", "Time from spawn to ready")
+                    .buckets(READY_BUCKETS.to_vec()),
+                &["app"],
+            )?,
+        )?;
+        let rss = int_gauges(
+            &r,
+            "procward_resident_memory_bytes",
+            "Resident memory (RSS) of the instance's process tree",
+            AI,
+        )?;
+        let pss = int_gauges(
+            &r,
+            "procward_proportional_memory_bytes",
+            "Proportional set size (PSS) of the instance's process tree",
+            AI,
+        )?;
+        let limit = int_gauges(
+            &r,
+            "procward_memory_limit_bytes",
+            "max_memory_restart of the instance",
+            AI,
+        )?;
+        let cpu = reg(
+            &r,
+            prometheus::CounterVec::new(
+                Opts::new(
+                    "procward_cpu_seconds_total",
+                    "User and system CPU time of the instance's process tree",
+                ),
+                AI,
+            )?,
+        )?;
+        let threads = int_gauges(
+            &r,
+            "procward_threads",
+            "Threads in the instance's process tree",
+            AI,
+        )?;
+        let fds = int_gauges(
+            &r,
+            "procward_open_fds",
+            "Open file descriptors in the instance's process tree",
+            AI,
+        )?;
+        let processes = int_gauges(
+            &r,
+            "procward_processes",
+            "Processes in the instance's process tree",
+            AI,
+        )?;
+        let orphans = reg(
+            &r,
+            IntCounter::new(
+                "procward_orphans_reaped_total",
+                "Exit statuses reaped for processes no instance owns",
+            )?,
+        )?;
+        let signals = reg(
+            &r,
+            IntCounter::new(
+                "procward_signals_forwarded_total",
+                "Signals forwarded to the apps",
+            )?,
+        )?;
+        let dropped = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_dropped_inputs_total",
+                    "Inputs dropped as malformed or over a limit, by input",
+                ),
+                &["input"],
+            )?,
+        )?;
+        let app_metric = reg(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "procward_app_metric",
+                    "Custom metrics reported by the app (@pm2/io axm:monitor)",
+                ),
+                &["app", "instance", "name"],
+            )?,
+        )?;
+        let pm2 = match compat {
+            Some(MetricsCompat::Pm2) => {
+                let l = &["name", "instance"];
+                let g = |n: &str, h: &str| reg(&r, GaugeVec::new(Opts::new(n, h), l)?);
+                let ig = |n: &str, h: &str| int_gauges(&r, n, h, l);
+                Some((
+                    ig("pm2_up", "Is the process running")?,
+                    g("pm2_cpu", "Process cpu usage")?,
+                    ig("pm2_memory", "Process memory usage")?,
+                    g("pm2_uptime", "Process uptime")?,
+                    ig("pm2_instances", "Process instances")?,
+                    ig("pm2_restarts", "Process restarts")?,
+                ))
+            }
+            None => None,
+        };
+
+        let mut instances = Vec::new();
+        for app in apps {
+            let mut v = Vec::new();
+            for i in 0..app.instances.max(1) {
+                let idx = i.to_string();
+                let ai = [app.name.as_str(), idx.as_str()];
+                let l = limit.with_label_values(&ai);
+                l.set(app.memory_limit.map_or(0, |m| m as i64));
+                if app.memory_limit.is_none() {
+                    limit.remove_label_values(&ai)?;
+                }
+                let pm2 = pm2.as_ref().map(|(up, cpu, mem, uptime, inst, rest)| {
+                    inst.with_label_values(&ai)
+                        .set(i64::from(app.instances.max(1)));
+                    Pm2Series {
+                        up: up.with_label_values(&ai),
+                        cpu: cpu.with_label_values(&ai),
+                        memory: mem.with_label_values(&ai),
+                        uptime: uptime.with_label_values(&ai),
+                        restarts: rest.with_label_values(&ai),
+                    }
+                });
+                // Known from the start, so dashboards and alerts find the
+                // series before the first exit.
+                exits.with_label_values(&[ai[0], ai[1], "0", ""]);
+                v.push(InstanceMetrics {
+                    restarts: Reason::ALL
+                        .iter()
+                        .map(|r| restarts.with_label_values(&[ai[0], ai[1], r.as_str()]))
+                        .collect(),
+                    up: up.with_label_values(&ai),
+                    ready: ready.with_label_values(&ai),
+                    state: State::NAMES
+                        .iter()
+                        .map(|s| state.with_label_values(&[ai[0], ai[1], s]))
+                        .collect(),
+                    start_time: start_time.with_label_values(&ai),
+                    started: None,
+                    rss: rss.with_label_values(&ai),
+                    pss: pss.with_label_values(&ai),
+                    cpu: cpu.with_label_values(&ai),
+                    last_cpu: (0, 0.0, Instant::now()),
+                    threads: threads.with_label_values(&ai),
+                    fds: fds.with_label_values(&ai),
+                    processes: processes.with_label_values(&ai),
+                    pm2,
+                });
+            }
+            instances.push(v);
+        }
+        Ok(Metrics {
+            time_to_ready: apps
+                .iter()
+                .map(|a| ttr.with_label_values(&[a.name.as_str()]))
+                .collect(),
+            app_metric_names: vec![HashSet::new(); apps.len()],
+            app_names: apps.iter().map(|a| a.name.clone()).collect(),
+            generation: Arc::new(AtomicU64::new(0)),
+            registry: r,
+            instances,
+            exits,
+            orphans,
+            signals,
+            dropped,
+            app_metric,
+        })
+    }
+
+    /// A number that changes whenever a value does, so a reader can reuse
+    /// what it encoded while it stays the same.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    fn touch(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The registry, for the HTTP server to gather.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    /// The counter of inputs dropped from `input` (`http`, `ipc`, ...), for
+    /// the reader that drops them.
+    pub fn dropped(&self, input: &str) -> IntCounter {
+        self.dropped.with_label_values(&[input])
+    }
+
+    /// Sets the instance's state series (`index` into [`State::NAMES`]).
+    pub fn state(&mut self, a: usize, i: usize, index: usize, up: bool, ready: bool) {
+        self.touch();
+        let m = &mut self.instances[a][i];
+        for (k, g) in m.state.iter().enumerate() {
+            g.set(i64::from(k == index));
+        }
+        m.up.set(i64::from(up));
+        m.ready.set(i64::from(ready));
+        if let Some(p) = &m.pm2 {
+            p.up.set(i64::from(ready));
+        }
+    }
+
+    /// Brings the restart counters up to `counts` (indexed like
+    /// [`Reason::ALL`]); the supervisor's counts are the truth.
+    pub fn restarts(&mut self, a: usize, i: usize, counts: &[u64]) {
+        self.touch();
+        let m = &self.instances[a][i];
+        for (c, &n) in m.restarts.iter().zip(counts) {
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+        if let Some(p) = &m.pm2 {
+            p.restarts.set(counts.iter().sum::<u64>() as i64);
+        }
+    }
+
+    /// Counts an exit of the instance's main process.
+    pub fn exited(&mut self, a: usize, i: usize, code: Option<i32>, signal: Option<&str>) {
+        self.touch();
+        let idx = i.to_string();
+        let code = code.map(|c| c.to_string()).unwrap_or_default();
+        self.exits
+            .with_label_values(&[
+                self.app_names[a].as_str(),
+                &idx,
+                &code,
+                signal.unwrap_or(""),
+            ])
+            .inc();
+    }
+
+    /// A new process of the instance was started.
+    pub fn started(&mut self, a: usize, i: usize, at: Instant) {
+        self.touch();
+        let m = &mut self.instances[a][i];
+        m.started = Some(at);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        m.start_time.set((unix - at.elapsed()).as_secs_f64());
+        m.threads.set(0);
+        m.fds.set(0);
+        m.pss.set(0);
+    }
+
+    /// A process of app `a` became ready this long after it was spawned.
+    pub fn became_ready(&mut self, a: usize, after: std::time::Duration) {
+        self.touch();
+        self.time_to_ready[a].observe(after.as_secs_f64());
+    }
+
+    /// Records a sample of the instance's process tree.
+    pub fn usage(&mut self, a: usize, i: usize, u: &TreeUsage) {
+        self.touch();
+        let m = &mut self.instances[a][i];
+        let now = Instant::now();
+        let (pid, cpu, at) = m.last_cpu;
+        // A new root is a new process: all of its CPU time is new. A smaller
+        // figure for the same root means a descendant has gone; its time is
+        // not taken back.
+        let delta = if pid == u.pid {
+            (u.cpu_seconds - cpu).max(0.0)
+        } else {
+            u.cpu_seconds
+        };
+        m.cpu.inc_by(delta);
+        m.last_cpu = (u.pid, u.cpu_seconds, now);
+        m.rss.set(u.rss_bytes as i64);
+        if let Some(pss) = u.pss_bytes {
+            m.pss.set(pss as i64);
+        }
+        m.threads.set(u.threads as i64);
+        if let Some(fds) = u.fds {
+            m.fds.set(fds as i64);
+        }
+        m.processes.set(i64::from(u.processes));
+        if let Some(p) = &m.pm2 {
+            p.memory.set(u.rss_bytes as i64);
+            let wall = (now - at).as_secs_f64();
+            if pid == u.pid && wall > 0.0 {
+                p.cpu.set((delta / wall * 100.0 * 10.0).round() / 10.0);
+            }
+            p.uptime
+                .set(m.started.map_or(0.0, |s| s.elapsed().as_secs_f64().floor()));
+        }
+    }
+
+    /// The instance has no process: its usage series read 0.
+    pub fn no_process(&mut self, a: usize, i: usize) {
+        self.touch();
+        let m = &mut self.instances[a][i];
+        m.rss.set(0);
+        m.pss.set(0);
+        m.threads.set(0);
+        m.fds.set(0);
+        m.processes.set(0);
+        m.started = None;
+        if let Some(p) = &m.pm2 {
+            p.memory.set(0);
+            p.cpu.set(0.0);
+            p.uptime.set(0.0);
+        }
+    }
+
+    /// Brings procward's own counters up to the supervisor's counts.
+    pub fn counts(&mut self, orphans: u64, signals: u64) {
+        self.touch();
+        self.orphans
+            .inc_by(orphans.saturating_sub(self.orphans.get()));
+        self.signals
+            .inc_by(signals.saturating_sub(self.signals.get()));
+    }
+
+    /// Sets a custom metric of the app; returns false (and counts it) when
+    /// it is dropped: not finite, or a new name past [`MAX_APP_METRICS`].
+    pub fn app_metric(&mut self, a: usize, i: usize, name: &str, value: f64) -> bool {
+        self.touch();
+        let name = sanitize(name);
+        let names = &mut self.app_metric_names[a];
+        if !value.is_finite()
+            || name.is_empty()
+            || (!names.contains(&name) && names.len() >= MAX_APP_METRICS)
+        {
+            self.dropped.with_label_values(&["app_metric"]).inc();
+            return false;
+        }
+        let idx = i.to_string();
+        self.app_metric
+            .with_label_values(&[self.app_names[a].as_str(), &idx, &name])
+            .set(value);
+        names.insert(name);
+        true
+    }
+}
+
+/// A custom metric's name as a label value: ASCII letters, digits and `_`
+/// (anything else becomes `_`), at most [`MAX_APP_METRIC_NAME`] bytes.
+pub fn sanitize(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_APP_METRIC_NAME)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one() -> Metrics {
+        let apps = [AppLabels {
+            name: "web".into(),
+            instances: 2,
+            memory_limit: Some(100),
+        }];
+        Metrics::new(&apps, Some(MetricsCompat::Pm2)).unwrap()
+    }
+
+    fn text(m: &Metrics) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&m.registry().gather(), &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn custom_metric_names_are_sanitized_and_capped() {
+        let mut m = one();
+        assert_eq!(sanitize("Event Loop Latency p95"), "event_loop_latency_p95");
+        assert!(m.app_metric(0, 0, "Req/min", 3.0));
+        for k in 0..MAX_APP_METRICS + 5 {
+            m.app_metric(0, 1, &format!("m{k}"), 1.0);
+        }
+        assert!(!m.app_metric(0, 0, "one_too_many", 1.0));
+        assert!(
+            m.app_metric(0, 0, "req_min", 4.0),
+            "a known name is still updated"
+        );
+        assert!(!m.app_metric(0, 0, "req_min", f64::NAN));
+        let t = text(&m);
+        assert_eq!(t.matches("procward_app_metric{").count(), MAX_APP_METRICS);
+        assert!(
+            t.contains(r#"procward_dropped_inputs_total{input="app_metric"} 8"#),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn restart_counters_follow_the_supervisor() {
+        let mut m = one();
+        let mut counts = [0u64; Reason::ALL.len()];
+        counts[Reason::Memory.index()] = 2;
+        m.restarts(0, 1, &counts);
+        m.restarts(0, 1, &counts);
+        let t = text(&m);
+        assert!(
+            t.contains(r#"procward_restarts_total{app="web",instance="1",reason="memory"} 2"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"pm2_restarts{instance="1",name="web"} 2"#),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn cpu_seconds_count_on_across_restarts() {
+        let mut m = one();
+        let u = |pid, cpu| TreeUsage {
+            pid,
+            cpu_seconds: cpu,
+            ..TreeUsage::default()
+        };
+        m.usage(0, 0, &u(10, 1.5));
+        m.usage(0, 0, &u(10, 2.0));
+        m.usage(0, 0, &u(11, 0.25));
+        assert!(text(&m).contains(r#"procward_cpu_seconds_total{app="web",instance="0"} 2.25"#));
+    }
+}

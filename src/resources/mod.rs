@@ -1,0 +1,51 @@
+//! Resource sampling: a source of samples, nothing more.
+//!
+//! Every `--sample-interval` the sampler reads /proc once
+//! ([`procfs::ProcScan`]) and sends the supervisor one [`TreeUsage`] per
+//! instance process tree. It owns no policy: memory caps and metrics are the
+//! supervisor's business. Which pids are instance roots reaches it through a
+//! watch channel the supervisor publishes on, so no state is shared.
+//!
+//! cgroup v2 memory events (`memory.events` `high`/`oom`) are not used: they
+//! need a delegated, writable cgroup v2 hierarchy per instance, and /proc
+//! sampling works everywhere procward runs (cgroup v1 hosts included).
+
+pub mod procfs;
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::warn;
+
+pub use procfs::TreeUsage;
+
+use crate::supervise::message::Message;
+
+/// Open fds and PSS are read every this many passes (every 10 s at the
+/// default interval); memory, CPU and threads on every pass.
+pub const SLOW_EVERY: u64 = 10;
+
+/// Samples the trees rooted at the pids in `roots` every `interval` and
+/// sends them to the supervisor, until the supervisor's inbox closes.
+pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc::Sender<Message>) {
+    let mut scan = match procfs::ProcScan::new() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot open /proc: no memory, CPU or fd figures, and max_memory_restart is off");
+            return;
+        }
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pids: Vec<i32> = Vec::new();
+    for pass in 0u64.. {
+        ticks.tick().await;
+        pids.clear();
+        pids.extend_from_slice(&roots.borrow());
+        let mut out = Vec::with_capacity(pids.len());
+        scan.scan(&pids, pass % SLOW_EVERY == 0, &mut out);
+        if tx.send(Message::Samples(out)).await.is_err() {
+            return;
+        }
+    }
+}
