@@ -20,7 +20,9 @@ use crate::config::{AgentSettings, AppSpec, LogFormat, MetricsCompat, ReadySourc
 /// for systemd and Kubernetes, Prometheus metrics.
 #[derive(Debug, Parser)]
 #[command(name = "procward", version, args_conflicts_with_subcommands = true)]
-#[command(override_usage = "procward [OPTIONS] [--] CMD [ARGS]...\n       procward <COMMAND> [OPTIONS]")]
+#[command(
+    override_usage = "procward [OPTIONS] [--] CMD [ARGS]...\n       procward <COMMAND> [OPTIONS]"
+)]
 pub struct Cli {
     /// What to do other than supervising CMD.
     #[command(subcommand)]
@@ -32,7 +34,11 @@ pub struct Cli {
     #[command(flatten)]
     pub agent: AgentOpts,
     /// The command to run and its arguments, passed exactly as given.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub cmd: Vec<OsString>,
 }
 
@@ -289,7 +295,10 @@ fn is_interpreter(program: &OsString) -> bool {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    matches!(base.as_str(), "node" | "nodejs" | "bun" | "deno" | "python" | "python3" | "ruby" | "perl" | "php")
+    matches!(
+        base.as_str(),
+        "node" | "nodejs" | "bun" | "deno" | "python" | "python3" | "ruby" | "perl" | "php"
+    )
 }
 
 #[cfg(test)]
@@ -299,7 +308,10 @@ mod tests {
     #[test]
     fn default_name_follows_the_script() {
         let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(default_name(&v(&["node", "--inspect", "server.js"])), "server");
+        assert_eq!(
+            default_name(&v(&["node", "--inspect", "server.js"])),
+            "server"
+        );
         assert_eq!(default_name(&v(&["/bin/sleep", "10"])), "sleep");
     }
 

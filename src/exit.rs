@@ -34,11 +34,6 @@ impl ExitStatus {
             ExitStatus::Signal { signo, .. } => 128 + signo,
         }
     }
-
-    /// Whether it exited with code 0.
-    pub fn success(self) -> bool {
-        self == ExitStatus::Code(0)
-    }
 }
 
 impl fmt::Display for ExitStatus {

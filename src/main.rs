@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Check(args)) => return ExitCode::from(config::commands::check(args) as u8),
-        Some(Command::Convert(args)) => return ExitCode::from(config::commands::convert(args) as u8),
+        Some(Command::Convert(args)) => {
+            return ExitCode::from(config::commands::convert(args) as u8)
+        }
         _ => {}
     }
     let (apps, agent) = match plan(cli) {
@@ -79,7 +81,10 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
         warn!(error = %e, "cannot become a child subreaper: orphaned descendants will not be reaped \
               (are you using Linux >= 3.4?). To fix it, run procward as PID 1");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("procward: cannot start the event loop: {e}");

@@ -81,15 +81,26 @@ impl std::fmt::Display for SpawnError {
             Some(libc::EACCES) => " (is it executable? chmod +x, or name an interpreter)",
             _ => "",
         };
-        write!(f, "cannot run `{}`: {}{hint}", self.program.to_string_lossy(), self.error)
+        write!(
+            f,
+            "cannot run `{}`: {}{hint}",
+            self.program.to_string_lossy(),
+            self.error
+        )
     }
 }
 
 /// Starts the process and returns its pid, which is also its process group.
 pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
-    let err = |error| SpawnError { program: req.argv[0].clone(), error };
+    let err = |error| SpawnError {
+        program: req.argv[0].clone(),
+        error,
+    };
     if req.fds.len() > MAX_EXTRA_FDS {
-        return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors")));
+        return Err(err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        )));
     }
     let mut cmd = Command::new(&req.argv[0]);
     cmd.args(&req.argv[1..]);
@@ -138,7 +149,13 @@ fn child_setup(parent: libc::pid_t, fds: &[(RawFd, RawFd)]) -> io::Result<()> {
             libc::tcsetpgrp(0, libc::getpgrp());
         }
 
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // procward died between fork and prctl: the signal will never come.
         if libc::getppid() != parent {
             libc::_exit(exit::SETUP);

@@ -40,12 +40,19 @@ fn minimal_root() -> tempfile::TempDir {
     std::fs::create_dir_all(root.join("proc")).unwrap();
     std::fs::create_dir_all(root.join("dev")).unwrap();
     // Shells give background jobs /dev/null for stdin.
-    let null = std::ffi::CString::new(root.join("dev/null").into_os_string().into_encoded_bytes()).unwrap();
+    let null = std::ffi::CString::new(root.join("dev/null").into_os_string().into_encoded_bytes())
+        .unwrap();
     // SAFETY: mknod(2) with a valid path; we run as root.
     let rc = unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
-    assert_eq!(rc, 0, "mknod /dev/null: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mknod /dev/null: {}",
+        std::io::Error::last_os_error()
+    );
     std::fs::copy(static_binary(), root.join("procward")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is needed (apt-get install busybox-static)");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is needed (apt-get install busybox-static)");
     for applet in ["sh", "sleep", "cat", "echo", "kill"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -70,11 +77,19 @@ fn in_container(root: &Path, args: &[&str]) -> Command {
 fn static_binary_runs_as_pid1_in_an_empty_root_and_passes_the_exit_status_on() {
     let root = minimal_root();
     let script = "echo ppid=$PPID; exit 7";
-    let out = in_container(root.path(), &["--no-autorestart", "--", "/bin/sh", "-c", script])
-        .output()
-        .unwrap();
+    let out = in_container(
+        root.path(),
+        &["--no-autorestart", "--", "/bin/sh", "-c", script],
+    )
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The app's parent is procward, and procward is PID 1.
     assert!(stdout.contains("ppid=1"), "stdout: {stdout}");
 }
@@ -86,12 +101,19 @@ fn sigterm_to_the_container_stops_the_app_and_reaps_its_orphans() {
     // The app leaves two orphans behind (subshells whose parent exits), then
     // waits for SIGTERM; the orphans are re-parented to procward, PID 1.
     let script = "(sleep 1000 &) ; (sleep 1000 &) ; trap 'exit 0' TERM; echo up > /started; while :; do sleep 1; done";
-    let mut run = Running::start_cmd(&mut in_container(root.path(), &["--", "/bin/sh", "-c", script]));
+    let mut run = Running::start_cmd(&mut in_container(
+        root.path(),
+        &["--", "/bin/sh", "-c", script],
+    ));
     let _cleanup = KillOnDrop(run.pid());
     wait_file(&marker);
     // The outer pid of the namespace's init is unshare's child.
     let init = child_pids(run.pid());
-    assert_eq!(init.len(), 1, "unshare should have one child, the namespace's PID 1");
+    assert_eq!(
+        init.len(),
+        1,
+        "unshare should have one child, the namespace's PID 1"
+    );
     let init = init[0];
     // The app and its two orphans are all children of PID 1 now.
     let children = child_pids(init);
@@ -101,7 +123,11 @@ fn sigterm_to_the_container_stops_the_app_and_reaps_its_orphans() {
     send(orphan, libc::SIGKILL);
     let deadline = std::time::Instant::now() + PATIENCE;
     while child_pids(init).contains(&orphan) {
-        assert!(std::time::Instant::now() < deadline, "orphan {orphan} was not reaped; zombies: {:?}", zombies_of(init));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphan {orphan} was not reaped; zombies: {:?}",
+            zombies_of(init)
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     send(init, libc::SIGTERM);

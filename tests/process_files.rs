@@ -296,15 +296,24 @@ fn instances_max_counts_the_cpus_of_the_cgroup_quota_not_the_host() {
 #[test]
 fn only_must_name_apps_of_the_file() {
     let dir = corpus().join("js-several-apps");
-    let (code, out, err) = procward_in(&dir, &["check", "-c", "ecosystem.config.js", "--only", "web,wrker"]);
+    let (code, out, err) = procward_in(
+        &dir,
+        &["check", "-c", "ecosystem.config.js", "--only", "web,wrker"],
+    );
     assert_eq!((code, out.as_str()), (1, ""));
     assert_eq!(
         err,
         "procward: error: ecosystem.config.js: expected `--only` to name apps of this file, found `wrker`\n  \
          hint: the apps are: web, queue-worker, thumbnailer, sync\n"
     );
-    let (code, out, _) = procward_in(&dir, &["check", "-c", "ecosystem.config.js", "--only", "sync,web"]);
+    let (code, out, _) = procward_in(
+        &dir,
+        &["check", "-c", "ecosystem.config.js", "--only", "sync,web"],
+    );
     assert_eq!(code, 0);
-    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("- name: ")).collect();
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("- name: "))
+        .collect();
     assert_eq!(names, ["web", "sync"], "the file's order, not --only's");
 }

@@ -694,7 +694,7 @@ fn locate_in_source(p: &mut Problem, text: &str) {
             let before = line[..col].chars().next_back();
             let after = &line[col + key.len()..];
             let quoted = matches!(before, Some('\'' | '"'));
-            let start_ok = before.map_or(true, |c| !ident(c));
+            let start_ok = before.is_none_or(|c| !ident(c));
             let rest = if quoted {
                 after.strip_prefix(['\'', '"']).unwrap_or("~")
             } else {

@@ -39,12 +39,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("invalid signal `{text}`: no signal number {n}"));
+        return Signal::try_from(n)
+            .map_err(|_| format!("invalid signal `{text}`: no signal number {n}"));
     }
     let upper = t.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    name.parse::<Signal>()
-        .map_err(|_| format!("invalid signal `{text}`: expected a name such as SIGINT, TERM or a number such as 15"))
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| {
+        format!(
+            "invalid signal `{text}`: expected a name such as SIGINT, TERM or a number such as 15"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -54,7 +62,10 @@ mod tests {
     #[test]
     fn durations_in_pm2_units() {
         assert_eq!(parse_duration("1500").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));

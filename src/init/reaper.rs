@@ -15,14 +15,23 @@ use crate::exit::ExitStatus;
 pub fn reap_all(mut each: impl FnMut(i32, ExitStatus)) -> usize {
     let mut n = 0;
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+        match waitpid(
+            Pid::from_raw(-1),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 n += 1;
                 each(pid.as_raw(), ExitStatus::Code(code));
             }
             Ok(WaitStatus::Signaled(pid, sig, core)) => {
                 n += 1;
-                each(pid.as_raw(), ExitStatus::Signal { signo: sig as i32, core_dumped: core });
+                each(
+                    pid.as_raw(),
+                    ExitStatus::Signal {
+                        signo: sig as i32,
+                        core_dumped: core,
+                    },
+                );
             }
             // Stopped/continued children are not exits; WNOHANG's "none yet".
             Ok(WaitStatus::StillAlive) => return n,

@@ -66,8 +66,11 @@ pub struct SignalSource {
 impl SignalSource {
     /// Opens a non-blocking signalfd for every blocked signal.
     pub fn new() -> io::Result<Self> {
-        let sfd = SignalFd::with_flags(&blocked_set(), SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let sfd = SignalFd::with_flags(
+            &blocked_set(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         // SAFETY: the SignalFd is owned by the AsyncFd and closed only with it.
         let fd = unsafe { AsyncFd::register_with_interest(sfd, Interest::READABLE)? };
         Ok(SignalSource { fd })
@@ -79,7 +82,10 @@ impl SignalSource {
             let mut guard = self.fd.readable_mut().await?;
             match guard.get_inner_mut().read_signal() {
                 Ok(Some(info)) => {
-                    return Ok(Received { signo: info.ssi_signo as i32, sender: info.ssi_pid as i32 })
+                    return Ok(Received {
+                        signo: info.ssi_signo as i32,
+                        sender: info.ssi_pid as i32,
+                    })
                 }
                 Ok(None) => guard.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => continue,

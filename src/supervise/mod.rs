@@ -110,13 +110,16 @@ impl Supervisor {
             }
         }
         loop {
-            self.obs.tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
+            self.obs
+                .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             if let Some(code) = self.finished() {
                 return code;
             }
             let deadline = self.next_deadline();
             let sleep = tokio::time::sleep_until(
-                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)).into(),
+                deadline
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                    .into(),
             );
             tokio::select! {
                 biased;
@@ -157,7 +160,9 @@ impl Supervisor {
                     self.on_ready(slot, Instant::now());
                 }
             }
-            Message::AppMetric { pid, name, value } => self.obs.app_metric(&self.by_pid, pid, &name, value),
+            Message::AppMetric { pid, name, value } => {
+                self.obs.app_metric(&self.by_pid, pid, &name, value)
+            }
             Message::Samples(samples) => {
                 for slot in self.obs.on_samples(&self.apps, &self.by_pid, samples) {
                     self.request_stop(slot, Then::Restart(Reason::Memory));
@@ -201,13 +206,30 @@ impl Supervisor {
                 let next = match inst.state.clone() {
                     State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
                         signal_logged(pid, signo);
-                        State::Stopping { pid, since, kill_at: Some(now + kill_timeout), then: Then::Stop }
+                        State::Stopping {
+                            pid,
+                            since,
+                            kill_at: Some(now + kill_timeout),
+                            then: Then::Stop,
+                        }
                     }
-                    State::Stopping { pid, since, kill_at, .. } => {
+                    State::Stopping {
+                        pid,
+                        since,
+                        kill_at,
+                        ..
+                    } => {
                         signal_logged(pid, signo);
-                        State::Stopping { pid, since, kill_at, then: Then::Stop }
+                        State::Stopping {
+                            pid,
+                            since,
+                            kill_at,
+                            then: Then::Stop,
+                        }
                     }
-                    State::Waiting { .. } => State::Stopped { status: inst.last_status },
+                    State::Waiting { .. } => State::Stopped {
+                        status: inst.last_status,
+                    },
                     State::Stopped { .. } | State::Errored { .. } => continue,
                 };
                 self.transition((a, i), next, None);
@@ -235,7 +257,9 @@ impl Supervisor {
 
     fn reload_next(&mut self) {
         while self.reloading.is_none() {
-            let Some(slot) = self.reload_queue.pop_front() else { return };
+            let Some(slot) = self.reload_queue.pop_front() else {
+                return;
+            };
             if self.request_stop(slot, Then::Restart(Reason::Reload)) {
                 self.reloading = Some(slot);
             }
@@ -251,11 +275,17 @@ impl Supervisor {
         let next = match self.apps[a].instances[i].state.clone() {
             State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
                 signal_logged(pid, signo);
-                State::Stopping { pid, since, kill_at: Some(now + kill_timeout), then }
+                State::Stopping {
+                    pid,
+                    since,
+                    kill_at: Some(now + kill_timeout),
+                    then,
+                }
             }
-            State::Stopping { .. } | State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. } => {
-                return false
-            }
+            State::Stopping { .. }
+            | State::Waiting { .. }
+            | State::Stopped { .. }
+            | State::Errored { .. } => return false,
         };
         self.transition((a, i), next, None);
         true
@@ -264,7 +294,11 @@ impl Supervisor {
     fn on_ready(&mut self, slot: Slot, now: Instant) {
         let inst = &mut self.apps[slot.0].instances[slot.1];
         let next = match inst.state.clone() {
-            State::Starting { pid, since, .. } => State::Online { pid, since, ready_at: now },
+            State::Starting { pid, since, .. } => State::Online {
+                pid,
+                since,
+                ready_at: now,
+            },
             // Readiness is only news while starting.
             s @ (State::Online { .. }
             | State::Stopping { .. }
@@ -296,16 +330,36 @@ impl Supervisor {
                 let decision = if shutting_down {
                     Decision::Stop
                 } else {
-                    policy::after_exit(&app.spec.restart, &mut app.instances[i].counters, status, uptime)
+                    policy::after_exit(
+                        &app.spec.restart,
+                        &mut app.instances[i].counters,
+                        status,
+                        uptime,
+                    )
                 };
                 match decision {
-                    Decision::Restart { delay, reason } if delay.is_zero() => self.spawn(slot, Some(reason)),
+                    Decision::Restart { delay, reason } if delay.is_zero() => {
+                        self.spawn(slot, Some(reason))
+                    }
                     Decision::Restart { delay, reason } => {
                         info!(app = %self.apps[a].spec.name, instance = i, delay_ms = delay.as_millis() as u64,
                               reason = reason.as_str(), "restart delayed");
-                        self.transition(slot, State::Waiting { until: now + delay, reason }, None)
+                        self.transition(
+                            slot,
+                            State::Waiting {
+                                until: now + delay,
+                                reason,
+                            },
+                            None,
+                        )
                     }
-                    Decision::Stop => self.transition(slot, State::Stopped { status: Some(status) }, None),
+                    Decision::Stop => self.transition(
+                        slot,
+                        State::Stopped {
+                            status: Some(status),
+                        },
+                        None,
+                    ),
                     Decision::Errored => self.errored(slot, status),
                 }
             }
@@ -313,17 +367,27 @@ impl Supervisor {
                 info!(app = %self.apps[a].spec.name, instance = i, pid, %status, "stopped");
                 match then {
                     Then::Restart(reason) if !shutting_down => self.spawn(slot, Some(reason)),
-                    Then::Restart(_) | Then::Stop => {
-                        self.transition(slot, State::Stopped { status: Some(status) }, None)
-                    }
+                    Then::Restart(_) | Then::Stop => self.transition(
+                        slot,
+                        State::Stopped {
+                            status: Some(status),
+                        },
+                        None,
+                    ),
                 }
             }
             s @ (State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. }) => {
                 debug_assert!(false, "exit of pid {pid} in state {}", s.name());
-                warn!(pid, state = s.name(), "can't happen: an exit for an instance without a process");
+                warn!(
+                    pid,
+                    state = s.name(),
+                    "can't happen: an exit for an instance without a process"
+                );
             }
         }
-        if self.reloading == Some(slot) && !matches!(self.apps[a].instances[i].state, State::Starting { .. }) {
+        if self.reloading == Some(slot)
+            && !matches!(self.apps[a].instances[i].state, State::Starting { .. })
+        {
             self.reloading = None;
             self.reload_next();
         }
@@ -358,14 +422,29 @@ impl Supervisor {
                             warn!(app = %self.apps[a].spec.name, instance = i, pid,
                                   "not ready within listen_timeout; treating it as ready (as PM2 does)");
                             self.apps[a].instances[i].first_ready.get_or_insert(now);
-                            self.transition(slot, State::Online { pid, since, ready_at: now }, None);
+                            self.transition(
+                                slot,
+                                State::Online {
+                                    pid,
+                                    since,
+                                    ready_at: now,
+                                },
+                                None,
+                            );
                         }
                     }
-                    State::Stopping { pid, since, then, .. } => {
+                    State::Stopping {
+                        pid, since, then, ..
+                    } => {
                         warn!(app = %self.apps[a].spec.name, instance = i, pid,
                               "still running after kill_timeout; sending SIGKILL");
                         signal_logged(pid, libc::SIGKILL);
-                        self.apps[a].instances[i].state = State::Stopping { pid, since, kill_at: None, then };
+                        self.apps[a].instances[i].state = State::Stopping {
+                            pid,
+                            since,
+                            kill_at: None,
+                            then,
+                        };
                     }
                     State::Waiting { reason, .. } => self.spawn(slot, Some(reason)),
                     State::Online { .. } | State::Stopped { .. } | State::Errored { .. } => {}
@@ -373,7 +452,10 @@ impl Supervisor {
             }
         }
         if let Some(slot) = self.reloading {
-            if !matches!(self.apps[slot.0].instances[slot.1].state, State::Starting { .. } | State::Stopping { .. }) {
+            if !matches!(
+                self.apps[slot.0].instances[slot.1].state,
+                State::Starting { .. } | State::Stopping { .. }
+            ) {
                 self.reloading = None;
                 self.reload_next();
             }
@@ -399,8 +481,16 @@ impl Supervisor {
             Ok(pid) => {
                 self.by_pid.insert(pid, slot);
                 let next = match spec.ready.source {
-                    ReadySource::Started => State::Online { pid, since: now, ready_at: now },
-                    _ => State::Starting { pid, since: now, ready_by: now + spec.ready.listen_timeout },
+                    ReadySource::Started => State::Online {
+                        pid,
+                        since: now,
+                        ready_at: now,
+                    },
+                    _ => State::Starting {
+                        pid,
+                        since: now,
+                        ready_by: now + spec.ready.listen_timeout,
+                    },
                 };
                 if let Some(r) = reason {
                     self.apps[a].instances[i].restarts[r.index()] += 1;
@@ -458,8 +548,10 @@ impl Supervisor {
         if !all.iter().all(|i| i.state.is_final()) {
             return None;
         }
-        if let Some(State::Errored { status }) =
-            all.iter().map(|i| &i.state).find(|s| matches!(s, State::Errored { .. }))
+        if let Some(State::Errored { status }) = all
+            .iter()
+            .map(|i| &i.state)
+            .find(|s| matches!(s, State::Errored { .. }))
         {
             return Some(match status.shell_code() {
                 0 => 1,
@@ -473,11 +565,6 @@ impl Supervisor {
                 .find(|c| *c != 0)
                 .unwrap_or(exit::SUCCESS),
         )
-    }
-
-    /// The apps, for status and metrics readers.
-    pub fn apps(&self) -> &[App] {
-        &self.apps
     }
 }
 

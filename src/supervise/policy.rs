@@ -153,7 +153,10 @@ pub fn after_exit(
         }
         None => policy.restart_delay,
     };
-    Decision::Restart { delay, reason: Reason::of_exit(status) }
+    Decision::Restart {
+        delay,
+        reason: Reason::of_exit(status),
+    }
 }
 
 #[cfg(test)]
@@ -166,24 +169,45 @@ mod tests {
 
     #[test]
     fn crash_loop_errors_after_max_restarts_consecutive_unstable_runs() {
-        let policy = RestartPolicy { max_restarts: 3, ..Default::default() };
+        let policy = RestartPolicy {
+            max_restarts: 3,
+            ..Default::default()
+        };
         let mut c = Counters::default();
         let crash = ExitStatus::Code(1);
         for _ in 0..2 {
-            assert!(matches!(after_exit(&policy, &mut c, crash, ms(10)), Decision::Restart { .. }));
+            assert!(matches!(
+                after_exit(&policy, &mut c, crash, ms(10)),
+                Decision::Restart { .. }
+            ));
         }
-        assert_eq!(after_exit(&policy, &mut c, crash, ms(10)), Decision::Errored);
+        assert_eq!(
+            after_exit(&policy, &mut c, crash, ms(10)),
+            Decision::Errored
+        );
     }
 
     #[test]
     fn a_stable_run_resets_the_unstable_count() {
-        let policy = RestartPolicy { max_restarts: 2, ..Default::default() };
+        let policy = RestartPolicy {
+            max_restarts: 2,
+            ..Default::default()
+        };
         let mut c = Counters::default();
         let crash = ExitStatus::Code(1);
-        assert!(matches!(after_exit(&policy, &mut c, crash, ms(10)), Decision::Restart { .. }));
-        assert!(matches!(after_exit(&policy, &mut c, crash, ms(5000)), Decision::Restart { .. }));
+        assert!(matches!(
+            after_exit(&policy, &mut c, crash, ms(10)),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            after_exit(&policy, &mut c, crash, ms(5000)),
+            Decision::Restart { .. }
+        ));
         assert_eq!(c.unstable, 0);
-        assert!(matches!(after_exit(&policy, &mut c, crash, ms(10)), Decision::Restart { .. }));
+        assert!(matches!(
+            after_exit(&policy, &mut c, crash, ms(10)),
+            Decision::Restart { .. }
+        ));
     }
 
     #[test]
@@ -207,19 +231,43 @@ mod tests {
 
     #[test]
     fn backoff_resets_after_thirty_seconds_up() {
-        let policy = RestartPolicy { exp_backoff_restart_delay: Some(ms(100)), ..Default::default() };
-        let mut c = Counters { unstable: 0, prev_backoff: Some(ms(5000)) };
+        let policy = RestartPolicy {
+            exp_backoff_restart_delay: Some(ms(100)),
+            ..Default::default()
+        };
+        let mut c = Counters {
+            unstable: 0,
+            prev_backoff: Some(ms(5000)),
+        };
         let d = after_exit(&policy, &mut c, ExitStatus::Code(1), ms(31_000));
-        assert_eq!(d, Decision::Restart { delay: ms(100), reason: Reason::Crash });
+        assert_eq!(
+            d,
+            Decision::Restart {
+                delay: ms(100),
+                reason: Reason::Crash
+            }
+        );
     }
 
     #[test]
     fn stop_exit_codes_and_no_autorestart_stop() {
         let mut c = Counters::default();
-        let p = RestartPolicy { stop_exit_codes: vec![0, 3], ..Default::default() };
-        assert_eq!(after_exit(&p, &mut c, ExitStatus::Code(3), ms(5)), Decision::Stop);
-        let p = RestartPolicy { autorestart: false, ..Default::default() };
-        assert_eq!(after_exit(&p, &mut c, ExitStatus::Code(1), ms(5)), Decision::Stop);
+        let p = RestartPolicy {
+            stop_exit_codes: vec![0, 3],
+            ..Default::default()
+        };
+        assert_eq!(
+            after_exit(&p, &mut c, ExitStatus::Code(3), ms(5)),
+            Decision::Stop
+        );
+        let p = RestartPolicy {
+            autorestart: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            after_exit(&p, &mut c, ExitStatus::Code(1), ms(5)),
+            Decision::Stop
+        );
     }
 
     #[test]
@@ -227,7 +275,10 @@ mod tests {
         assert_eq!(Reason::of_exit(ExitStatus::Code(0)), Reason::Exit);
         assert_eq!(Reason::of_exit(ExitStatus::Code(2)), Reason::Crash);
         assert_eq!(
-            Reason::of_exit(ExitStatus::Signal { signo: 9, core_dumped: false }),
+            Reason::of_exit(ExitStatus::Signal {
+                signo: 9,
+                core_dumped: false
+            }),
             Reason::Signal
         );
     }

@@ -83,9 +83,9 @@ impl State {
     /// The pid of its process, where one runs.
     pub fn pid(&self) -> Option<i32> {
         match self {
-            State::Starting { pid, .. } | State::Online { pid, .. } | State::Stopping { pid, .. } => {
-                Some(*pid)
-            }
+            State::Starting { pid, .. }
+            | State::Online { pid, .. }
+            | State::Stopping { pid, .. } => Some(*pid),
             State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. } => None,
         }
     }
@@ -123,5 +123,7 @@ impl State {
     }
 
     /// Every state name, in label order.
-    pub const NAMES: [&'static str; 6] = ["starting", "online", "stopping", "waiting", "stopped", "errored"];
+    pub const NAMES: [&'static str; 6] = [
+        "starting", "online", "stopping", "waiting", "stopped", "errored",
+    ];
 }
