@@ -8,6 +8,8 @@ mod http;
 mod init;
 mod metrics;
 mod resources;
+mod notify;
+mod ready;
 mod spawn;
 mod status;
 mod supervise;

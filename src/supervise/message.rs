@@ -22,4 +22,12 @@ pub enum Message {
     },
     /// One sample of every instance's process tree, keyed by root pid.
     Samples(Vec<crate::resources::TreeUsage>),
+    /// Something else the process `pid` said (sd_notify, PM2 messages), or
+    /// input from it that was dropped.
+    App {
+        /// The process.
+        pid: i32,
+        /// What it said.
+        event: crate::ready::Event,
+    },
 }

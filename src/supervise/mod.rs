@@ -10,6 +10,7 @@ pub mod memory;
 pub mod message;
 pub mod observe;
 pub mod policy;
+pub mod readiness;
 pub mod state;
 
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +61,8 @@ pub struct Supervisor {
     rx: mpsc::Receiver<Message>,
     self_pid: i32,
     obs: observe::Observer,
+    /// Readiness channels of running processes, and the service manager.
+    pub ready: readiness::Readiness,
 }
 
 impl Supervisor {
@@ -87,6 +90,7 @@ impl Supervisor {
             tx,
             rx,
             self_pid: std::process::id() as i32,
+            ready: readiness::Readiness::new(),
         }
     }
 
@@ -109,9 +113,15 @@ impl Supervisor {
                 self.spawn((a, i), None);
             }
         }
+        let mut watchdog = self
+            .ready
+            .manager
+            .watchdog_interval()
+            .map(tokio::time::interval);
         loop {
             self.obs
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
+            self.after_event();
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -130,8 +140,10 @@ impl Supervisor {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                Some(msg) = self.rx.recv() => self.on_message(msg),
+                // Before the inbox, so a flood of messages cannot starve them.
+                _ = tick(&mut watchdog) => self.ready.manager.ping(),
                 _ = sleep => self.on_deadlines(Instant::now()),
+                Some(msg) = self.rx.recv() => self.on_message(msg),
             }
         }
     }
@@ -168,6 +180,7 @@ impl Supervisor {
                     self.request_stop(slot, Then::Restart(Reason::Memory));
                 }
             }
+            Message::App { pid, event } => self.on_app_event(pid, event),
         }
     }
 
@@ -186,6 +199,7 @@ impl Supervisor {
         let mut exits = Vec::new();
         reaper::reap_all(|pid, status| exits.push((pid, status)));
         for (pid, status) in exits {
+            self.ready.forget(pid);
             match self.by_pid.remove(&pid) {
                 Some(slot) => self.on_exit(slot, pid, status),
                 None => self.orphans_reaped += 1,
@@ -198,14 +212,16 @@ impl Supervisor {
         info!(signal = %signals::name(signo), "stopping every app");
         self.shutting_down = true;
         self.reload_queue.clear();
+        self.ready.manager.stopping();
         let now = Instant::now();
         for a in (0..self.apps.len()).rev() {
             let kill_timeout = self.apps[a].spec.stop.kill_timeout;
+            let with_message = self.apps[a].spec.stop.shutdown_with_message;
             for i in 0..self.apps[a].instances.len() {
                 let inst = &mut self.apps[a].instances[i];
                 let next = match inst.state.clone() {
                     State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
-                        signal_logged(pid, signo);
+                        self.ready.ask_to_stop(with_message, pid, signo);
                         State::Stopping {
                             pid,
                             since,
@@ -244,6 +260,7 @@ impl Supervisor {
             return;
         }
         info!("reloading every app");
+        self.ready.manager.reloading();
         for a in 0..self.apps.len() {
             for i in 0..self.apps[a].instances.len() {
                 let slot = (a, i);
@@ -271,10 +288,11 @@ impl Supervisor {
     pub fn request_stop(&mut self, (a, i): Slot, then: Then) -> bool {
         let spec = &self.apps[a].spec;
         let (signo, kill_timeout) = (spec.stop.kill_signal as i32, spec.stop.kill_timeout);
+        let with_message = spec.stop.shutdown_with_message;
         let now = Instant::now();
         let next = match self.apps[a].instances[i].state.clone() {
             State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
-                signal_logged(pid, signo);
+                self.ready.ask_to_stop(with_message, pid, signo);
                 State::Stopping {
                     pid,
                     since,
@@ -451,6 +469,7 @@ impl Supervisor {
                 }
             }
         }
+        self.on_watchdog_deadlines(now);
         if let Some(slot) = self.reloading {
             if !matches!(
                 self.apps[slot.0].instances[slot.1].state,
@@ -465,21 +484,25 @@ impl Supervisor {
     /// Starts a process for the instance; `reason` is set for a restart.
     fn spawn(&mut self, slot: Slot, reason: Option<Reason>) {
         let (a, i) = slot;
+        let readiness = self.prepare_readiness(a);
         let spec = &self.apps[a].spec;
         let mut env: Vec<(OsString, OsString)> = spec.env.clone();
         env.push(spawn::var("NODE_APP_INSTANCE", i.to_string()));
+        env.extend(readiness.env.iter().cloned());
         let req = SpawnRequest {
             argv: &spec.argv,
             cwd: spec.cwd.as_deref(),
             env,
             uid: spec.uid,
             gid: spec.gid,
-            fds: Vec::new(),
+            fds: readiness.fds(0),
         };
         let now = Instant::now();
         match spawn::spawn(&req) {
             Ok(pid) => {
                 self.by_pid.insert(pid, slot);
+                self.start_readiness(pid, readiness);
+                let spec = &self.apps[a].spec;
                 let next = match spec.ready.source {
                     ReadySource::Started => State::Online {
                         pid,
@@ -539,6 +562,7 @@ impl Supervisor {
             .iter()
             .flat_map(|a| a.instances.iter())
             .filter_map(|i| i.state.deadline())
+            .chain(self.ready.next_deadline())
             .min()
     }
 
@@ -565,6 +589,16 @@ impl Supervisor {
                 .find(|c| *c != 0)
                 .unwrap_or(exit::SUCCESS),
         )
+    }
+}
+
+/// Waits for the next tick of an interval that may not exist.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

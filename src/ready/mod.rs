@@ -1,0 +1,243 @@
+//! Readiness sources: how an app tells procward it is ready (and a little
+//! more), turned into typed [`Message`]s for the supervisor.
+//!
+//! Started is not ready (s6's rule). One file per source, each reading bytes
+//! from one process and sending messages; none touches supervisor state:
+//! - [`node_ipc`]: Node's IPC channel (`process.send('ready')`, PM2 and
+//!   `@pm2/io` messages);
+//! - [`sd_notify`]: a per-process `NOTIFY_SOCKET` proxy (`READY=1`,
+//!   `WATCHDOG=1`, ...), believing only the app's own process tree;
+//! - [`probe`]: `tcp:PORT` and `http://` polling for apps that say nothing.
+//!
+//! [`prepare`] makes the per-process resources before the spawn (so nothing
+//! the app sends early is lost: it waits in the socket), [`Prepared::start`]
+//! starts reading once the pid is known, and the returned [`Channels`] lives
+//! as long as the process: dropping it stops the readers and removes the
+//! notify socket.
+
+pub mod node_ipc;
+pub mod probe;
+pub mod sd_notify;
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::{AppSpec, ReadySource};
+use crate::spawn;
+use crate::supervise::message::Message;
+
+/// The first descriptor number after stdio: sd_listen_fds(3) and Node's
+/// `child_process.fork` (`stdio: [0, 1, 2, 'ipc']`) both start here.
+pub const FIRST_FD: RawFd = 3;
+
+/// Something an app said, other than "ready" and `axm:monitor` metrics
+/// (those are [`Message::Ready`] and [`Message::AppMetric`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// sd_notify `STATUS=`: a free-form status line.
+    Status(String),
+    /// sd_notify `WATCHDOG=1`: the app is alive.
+    WatchdogPing,
+    /// sd_notify `WATCHDOG=trigger`: the app asks to be treated as hung.
+    WatchdogTrigger,
+    /// sd_notify `STOPPING=1`.
+    Stopping,
+    /// sd_notify `RELOADING=1`.
+    Reloading,
+    /// sd_notify `MAINPID=`: the app names another main process.
+    MainPid(i32),
+    /// sd_notify `ERRNO=`: the app reports a failure as an errno.
+    Errno(i32),
+    /// PM2 `process:msg`: a message for other processes (its `data`).
+    ProcessMsg(serde_json::Value),
+    /// Another `@pm2/io` message (`axm:action`, `axm:option:configuration`,
+    /// `axm:reply`, ...); its type.
+    Axm(String),
+    /// Input dropped: `count` lines or datagrams, for `reason`.
+    Dropped {
+        /// Why.
+        reason: Dropped,
+        /// How many since the last such event.
+        count: u64,
+    },
+}
+
+/// Why input from an app was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// An IPC line that is not JSON, or a notify datagram that is not text.
+    Garbage,
+    /// An IPC line longer than [`node_ipc::MAX_LINE`] or a datagram longer
+    /// than [`sd_notify::MAX_DATAGRAM`].
+    TooLong,
+    /// A notify datagram from a process outside the instance's tree.
+    Foreign,
+}
+
+impl Dropped {
+    /// The label value (`reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::Garbage => "garbage",
+            Dropped::TooLong => "too_long",
+            Dropped::Foreign => "foreign_sender",
+        }
+    }
+}
+
+/// Sends a message, waiting when the inbox is full; false once the
+/// supervisor is gone.
+async fn deliver(tx: &mpsc::Sender<Message>, msg: Message) -> bool {
+    tx.send(msg).await.is_ok()
+}
+
+/// Where per-process notify sockets are made: `$RUNTIME_DIRECTORY` (systemd's
+/// `RuntimeDirectory=`), else `/run/procward` when it can be made, else a
+/// directory under the temporary directory.
+pub fn runtime_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may list several, colon-separated (systemd.exec(5)).
+        if let Some(first) = d.to_string_lossy().split(':').next().filter(|s| !s.is_empty()) {
+            return PathBuf::from(first);
+        }
+    }
+    let run = Path::new("/run/procward");
+    if std::fs::create_dir_all(run).is_ok() {
+        return run.to_path_buf();
+    }
+    // SAFETY: getuid(2) cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("procward-{uid}"))
+}
+
+/// Resources made for one process before it is spawned.
+pub struct Prepared {
+    /// Variables to set in the child.
+    pub env: Vec<(OsString, OsString)>,
+    ipc: Option<(OwnedFd, std::os::unix::net::UnixStream)>,
+    notify: Option<sd_notify::Proxy>,
+    source: ReadySource,
+}
+
+impl Prepared {
+    /// Descriptors to move into the child: (ours, its number).
+    pub fn fds(&self, listen_fds: usize) -> Vec<(RawFd, RawFd)> {
+        self.ipc.iter().map(|(child, _)| (child.as_raw_fd(), node_ipc::channel_fd(listen_fds))).collect()
+    }
+
+    /// Starts reading from process `pid`, which now holds its ends; the
+    /// result must live as long as the process.
+    pub fn start(self, pid: i32, tx: &mpsc::Sender<Message>) -> Channels {
+        let mut tasks = Vec::new();
+        let mut ipc_writer = None;
+        if let Some((child_end, ours)) = self.ipc {
+            drop(child_end);
+            match node_ipc::Channel::start(ours, pid, self.source == ReadySource::NodeIpc, tx.clone()) {
+                Ok((writer, task)) => {
+                    ipc_writer = Some(writer);
+                    tasks.push(task);
+                }
+                Err(e) => tracing::error!(pid, error = %e, "cannot read the IPC channel"),
+            }
+        }
+        let mut notify_path = None;
+        if let Some(proxy) = self.notify {
+            notify_path = Some(proxy.path().to_path_buf());
+            match proxy.start(pid, self.source == ReadySource::SdNotify, tx.clone()) {
+                Ok(task) => tasks.push(task),
+                Err(e) => tracing::error!(pid, error = %e, "cannot read the notify socket"),
+            }
+        }
+        match &self.source {
+            ReadySource::Tcp(_) | ReadySource::Http(_) => {
+                tasks.push(tokio::spawn(probe::run(self.source.clone(), pid, tx.clone())))
+            }
+            ReadySource::Started | ReadySource::NodeIpc | ReadySource::SdNotify => {}
+        }
+        Channels { ipc: ipc_writer, notify_path, tasks, watchdog_due: None }
+    }
+}
+
+/// Makes what process `seq` of `spec` needs to report readiness: the Node
+/// IPC channel (for `ipc` readiness or `shutdown_with_message`) and a notify
+/// socket (for `notify` readiness or a `watchdog`). A failure is logged and
+/// that source left out: listen_timeout then decides.
+pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
+    let mut env = Vec::new();
+    let source = spec.ready.source.clone();
+    let ipc = if source == ReadySource::NodeIpc || spec.stop.shutdown_with_message {
+        match node_ipc::pair() {
+            Ok((child, ours)) => {
+                env.push(spawn::var("NODE_CHANNEL_FD", node_ipc::channel_fd(0).to_string()));
+                env.push(spawn::var("NODE_CHANNEL_SERIALIZATION_MODE", "json"));
+                Some((child, ours))
+            }
+            Err(e) => {
+                tracing::error!(app = %spec.name, error = %e, "cannot make the IPC channel");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let notify = if source == ReadySource::SdNotify || spec.watchdog.is_some() {
+        match sd_notify::Proxy::bind(dir, seq, spec.uid, spec.gid) {
+            Ok(p) => {
+                env.push(spawn::var("NOTIFY_SOCKET", p.path()));
+                if let Some(w) = spec.watchdog {
+                    // sd_watchdog_enabled(3): the app pings at half of this.
+                    env.push(spawn::var("WATCHDOG_USEC", w.as_micros().to_string()));
+                }
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(app = %spec.name, dir = %dir.display(), error = %e,
+                                "cannot make a notify socket (set RUNTIME_DIRECTORY to a writable directory)");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Prepared { env, ipc, notify, source }
+}
+
+/// What lives as long as one process: the readers, the IPC channel's write
+/// end, the notify socket, and the app's watchdog deadline.
+pub struct Channels {
+    ipc: Option<node_ipc::Writer>,
+    notify_path: Option<PathBuf>,
+    tasks: Vec<JoinHandle<()>>,
+    /// When the app's sd_notify watchdog expires; armed by its first
+    /// `WATCHDOG=1`.
+    pub watchdog_due: Option<Instant>,
+}
+
+impl Channels {
+    /// Sends a JSON value on the IPC channel (PM2's `shutdown` message);
+    /// false when there is no channel or the write failed.
+    pub fn send_ipc(&self, value: &serde_json::Value) -> bool {
+        self.ipc.as_ref().is_some_and(|w| w.send(value))
+    }
+
+    /// Re-arms the watchdog after a ping.
+    pub fn ping(&mut self, now: Instant, interval: Duration) {
+        self.watchdog_due = Some(now + interval);
+    }
+}
+
+impl Drop for Channels {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(p) = &self.notify_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The supervisor's side of readiness: per-process channels made at spawn
+//! and dropped at exit, what the apps say (`ready::Event`), their sd_notify
+//! watchdogs, PM2's `shutdown_with_message`, and the report to the service
+//! manager after every event (`notify`). The readers in `ready/` only send
+//! messages; every decision is taken here, by the one owner of state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::policy::Reason;
+use super::state::{State, Then};
+use super::{signal_logged, Supervisor};
+use crate::notify::{ServiceManager, View};
+use crate::ready::{self, Channels, Dropped, Event, Prepared};
+
+/// What the supervisor keeps for readiness.
+pub struct Readiness {
+    /// Per running process: its readers, IPC channel and notify socket.
+    channels: HashMap<i32, Channels>,
+    runtime_dir: Option<PathBuf>,
+    seq: u64,
+    /// The service manager above procward.
+    pub manager: ServiceManager,
+    /// Input dropped from the apps, by [`Dropped`] (garbage, too long,
+    /// foreign sender).
+    pub dropped: [u64; 3],
+}
+
+impl Readiness {
+    /// Nothing prepared yet; the service manager read from the environment.
+    pub fn new() -> Self {
+        Readiness {
+            channels: HashMap::new(),
+            runtime_dir: None,
+            seq: 0,
+            manager: ServiceManager::from_env(),
+            dropped: [0; 3],
+        }
+    }
+
+    /// The process `pid` has exited: its channels go (readers stop, the
+    /// notify socket is removed).
+    pub fn forget(&mut self, pid: i32) {
+        self.channels.remove(&pid);
+    }
+
+    /// The earliest app watchdog deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.channels.values().filter_map(|c| c.watchdog_due).min()
+    }
+
+    /// Asks process `pid` to stop: PM2's `"shutdown"` message on its IPC
+    /// channel when `with_message`, else (or if that fails) `signo` to its
+    /// group (PM2 `lib/God/Methods.js` `killProcess`).
+    pub fn ask_to_stop(&self, with_message: bool, pid: i32, signo: i32) {
+        if with_message {
+            if self
+                .channels
+                .get(&pid)
+                .is_some_and(|c| c.send_ipc(&serde_json::json!("shutdown")))
+            {
+                info!(pid, "sent \"shutdown\" on the IPC channel");
+                return;
+            }
+            warn!(
+                pid,
+                "cannot send \"shutdown\" on the IPC channel; sending the kill signal instead"
+            );
+        }
+        signal_logged(pid, signo);
+    }
+}
+
+impl Supervisor {
+    /// Makes the readiness resources of the next process of app `a`.
+    pub(super) fn prepare_readiness(&mut self, a: usize) -> Prepared {
+        let r = &mut self.ready;
+        r.seq += 1;
+        let dir = r.runtime_dir.get_or_insert_with(ready::runtime_dir);
+        ready::prepare(&self.apps[a].spec, dir, r.seq)
+    }
+
+    /// Process `pid` runs: start reading what it says.
+    pub(super) fn start_readiness(&mut self, pid: i32, prepared: Prepared) {
+        let channels = prepared.start(pid, &self.tx);
+        self.ready.channels.insert(pid, channels);
+    }
+
+    /// Something an app said.
+    pub(super) fn on_app_event(&mut self, pid: i32, event: Event) {
+        let Some(&slot) = self.by_pid.get(&pid) else {
+            return;
+        };
+        let (a, i) = slot;
+        let spec = &self.apps[a].spec;
+        let app = spec.name.as_str();
+        match event {
+            Event::Status(status) => info!(app, instance = i, pid, status, "app status"),
+            Event::WatchdogPing => match spec.watchdog {
+                Some(interval) => {
+                    if let Some(c) = self.ready.channels.get_mut(&pid) {
+                        c.ping(Instant::now(), interval);
+                    }
+                }
+                None => debug!(app, pid, "WATCHDOG=1 ignored: no watchdog set for the app"),
+            },
+            Event::WatchdogTrigger => {
+                warn!(
+                    app,
+                    instance = i,
+                    pid,
+                    "the app asked for its watchdog (WATCHDOG=trigger); restarting"
+                );
+                self.request_stop(slot, Then::Restart(Reason::Watchdog));
+            }
+            Event::Stopping => info!(app, instance = i, pid, "app is stopping (STOPPING=1)"),
+            Event::Reloading => info!(app, instance = i, pid, "app is reloading (RELOADING=1)"),
+            Event::MainPid(other) => {
+                warn!(
+                    app,
+                    instance = i,
+                    pid,
+                    mainpid = other,
+                    "MAINPID= is not supported: procward keeps supervising the process it started"
+                )
+            }
+            Event::Errno(errno) => warn!(
+                app,
+                instance = i,
+                pid,
+                errno,
+                "app reported an error (ERRNO=)"
+            ),
+            Event::ProcessMsg(data) => debug!(app, instance = i, pid, %data, "process:msg"),
+            Event::Axm(kind) => debug!(app, instance = i, pid, kind, "@pm2/io message"),
+            Event::Dropped { reason, count } => {
+                let k = match reason {
+                    Dropped::Garbage => 0,
+                    Dropped::TooLong => 1,
+                    Dropped::Foreign => 2,
+                };
+                self.ready.dropped[k] += count;
+                warn!(
+                    app,
+                    instance = i,
+                    pid,
+                    reason = reason.as_str(),
+                    count,
+                    total = self.ready.dropped[k],
+                    "dropped input from the app"
+                );
+            }
+        }
+    }
+
+    /// Restarts the instances whose sd_notify watchdog expired.
+    pub(super) fn on_watchdog_deadlines(&mut self, now: Instant) {
+        let due: Vec<i32> = self
+            .ready
+            .channels
+            .iter_mut()
+            .filter(|(_, c)| c.watchdog_due.is_some_and(|d| d <= now))
+            .map(|(pid, c)| {
+                c.watchdog_due = None;
+                *pid
+            })
+            .collect();
+        for pid in due {
+            let Some(&slot) = self.by_pid.get(&pid) else {
+                continue;
+            };
+            warn!(app = %self.apps[slot.0].spec.name, instance = slot.1, pid,
+                  "no WATCHDOG=1 within the app's watchdog interval; restarting");
+            self.request_stop(slot, Then::Restart(Reason::Watchdog));
+        }
+    }
+
+    /// After every event: move a reload on once its instance is ready again,
+    /// and tell the service manager what changed.
+    pub(super) fn after_event(&mut self) {
+        if let Some(slot) = self.reloading {
+            if !matches!(
+                self.apps[slot.0].instances[slot.1].state,
+                State::Starting { .. } | State::Stopping { .. }
+            ) {
+                self.reloading = None;
+                self.reload_next();
+            }
+        }
+        let view = self.view();
+        self.ready.manager.update(&view, Instant::now());
+    }
+
+    fn view(&self) -> View {
+        let all = || self.apps.iter().flat_map(|a| a.instances.iter());
+        let status = self
+            .apps
+            .iter()
+            .map(|a| {
+                let ready = a.instances.iter().filter(|i| i.state.is_ready()).count();
+                let restarts: u64 = a.instances.iter().map(|i| i.total_restarts()).sum();
+                let s = if restarts == 1 { "" } else { "s" };
+                format!(
+                    "{} {ready}/{} ready, {restarts} restart{s}",
+                    a.spec.name,
+                    a.instances.len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        View {
+            all_ready_once: all().all(|i| i.first_ready.is_some()),
+            reload_done: self.reloading.is_none() && self.reload_queue.is_empty(),
+            status,
+            starting_until: all()
+                .filter_map(|i| match i.state {
+                    State::Starting { ready_by, .. } => Some(ready_by),
+                    _ => None,
+                })
+                .max(),
+        }
+    }
+}
