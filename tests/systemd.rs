@@ -1,0 +1,60 @@
+//! procward under a REAL systemd (252, in a systemd-nspawn container made by
+//! the shared `systemd-sandbox` tool): the shipped systemd/procward.service
+//! with drop-ins choosing the app, driven by tests/systemd/check.sh.
+//!
+//! `systemctl start` blocks until the Node app has said ready, StatusText is
+//! procward's summary, `systemctl reload` restarts the apps and ends with
+//! READY=1, `systemctl stop` stops cleanly, the watchdog kills a stopped
+//! (hung) procward, plus listen_timeout (lenient and strict), a crash before
+//! ready, garbage on the channel, an sd_notify app and a spoofed datagram.
+//!
+//! Needs root and systemd-nspawn; without them it says so and passes. The
+//! sandbox is found at $SYSTEMD_SANDBOX, else ../shared/tools/systemd-sandbox
+//! next to the checkout.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sandbox() -> PathBuf {
+    std::env::var_os("SYSTEMD_SANDBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox"))
+}
+
+fn cannot_run() -> Option<&'static str> {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("systemd-nspawn").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Some("no systemd-nspawn");
+    }
+    None
+}
+
+#[test]
+fn procward_service_under_a_real_systemd() {
+    if let Some(why) = cannot_run() {
+        println!("SKIPPED procward_service_under_a_real_systemd: the systemd sandbox cannot run here ({why})");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = |src: &str, dest: &str| format!("{}:{dest}", root.join(src).display());
+    let out = Command::new(sandbox())
+        .env("SYSTEMD_SANDBOX_PACKAGES", "nodejs")
+        .args(["run", "-t", "300"])
+        .args(["-f", &format!("{}:/usr/local/bin/procward", env!("CARGO_BIN_EXE_procward"))])
+        .args(["-f", &file("tests/fixtures/ready", "/sandbox/fixtures/ready")])
+        .args(["-u", &root.join("systemd/procward.service").display().to_string()])
+        .arg(root.join("tests/systemd/check.sh"))
+        .output()
+        .expect("run the systemd sandbox");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "checks failed under systemd ({}):\n{stdout}", out.status);
+    assert!(stdout.contains("\n0 failed"), "{stdout}");
+}
