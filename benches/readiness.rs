@@ -1,0 +1,85 @@
+//! Readiness translation latency: from a Node app's `process.send('ready')`
+//! to `READY=1` arriving at the service manager's notify socket.
+//!
+//! Each start runs the real procward (`--wait-ready -- node ipc_app.js DIR
+//! bench`) under a notify socket this program owns. The app reads
+//! CLOCK_MONOTONIC (`process.hrtime.bigint()`) just before `process.send`,
+//! this program reads it as soon as `READY=1` is received; the difference is
+//! the latency (both clocks are the same kernel clock). Prints the median,
+//! quartiles and extremes over the starts (default 60; `READINESS_STARTS`).
+//!
+//! Run: `cargo bench --bench readiness` (or `cargo run --release`-style with
+//! the debug binary: `cargo bench --profile dev --bench readiness`).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writing into a local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+fn one_start(app: &Path, dir: &Path) -> Duration {
+    let sock_path = dir.join("manager.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(dir.join("sent_ns"));
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_procward"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("RUNTIME_DIRECTORY", dir)
+        .args(["--log-level", "warn", "--wait-ready", "--listen-timeout", "30s", "--", "node"])
+        .arg(app)
+        .arg(dir)
+        .arg("bench")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start procward");
+    let mut buf = [0u8; 4096];
+    let received = loop {
+        let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
+        let now = monotonic_ns();
+        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            break now;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sent: u128 = loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join("sent_ns")) {
+            if s.ends_with('\n') {
+                break s.trim().parse().expect("a time in ns");
+            }
+        }
+        assert!(Instant::now() < deadline, "the app did not write sent_ns");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    Duration::from_nanos(received.saturating_sub(sent) as u64)
+}
+
+fn main() {
+    let starts: usize = std::env::var("READINESS_STARTS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ready/ipc_app.js");
+    let dir = std::env::temp_dir().join(format!("procward-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lat: Vec<Duration> = (0..starts).map(|_| one_start(&app, &dir)).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "readiness translation latency (process.send('ready') -> READY=1), {starts} starts: \
+         median {:.0} us, p25 {:.0} us, p75 {:.0} us, min {:.0} us, max {:.0} us",
+        us(at(0.5)),
+        us(at(0.25)),
+        us(at(0.75)),
+        us(lat[0]),
+        us(lat[lat.len() - 1])
+    );
+}
