@@ -17,7 +17,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn monotonic_ns() -> u128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime(2) writing into a local.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
@@ -28,11 +31,20 @@ fn one_start(app: &Path, dir: &Path) -> Duration {
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(dir.join("sent_ns"));
     let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procward"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("RUNTIME_DIRECTORY", dir)
-        .args(["--log-level", "warn", "--wait-ready", "--listen-timeout", "30s", "--", "node"])
+        .args([
+            "--log-level",
+            "warn",
+            "--wait-ready",
+            "--listen-timeout",
+            "30s",
+            "--",
+            "node",
+        ])
         .arg(app)
         .arg(dir)
         .arg("bench")
@@ -43,7 +55,10 @@ fn one_start(app: &Path, dir: &Path) -> Duration {
     let received = loop {
         let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
         let now = monotonic_ns();
-        if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
             break now;
         }
     };
@@ -64,7 +79,10 @@ fn one_start(app: &Path, dir: &Path) -> Duration {
 }
 
 fn main() {
-    let starts: usize = std::env::var("READINESS_STARTS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let starts: usize = std::env::var("READINESS_STARTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
     let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ready/ipc_app.js");
     let dir = std::env::temp_dir().join(format!("procward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -64,7 +64,11 @@ impl ServiceManager {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
         ServiceManager {
             enabled,
-            watchdog: if enabled { sd_notify::watchdog_enabled() } else { None },
+            watchdog: if enabled {
+                sd_notify::watchdog_enabled()
+            } else {
+                None
+            },
             ready_sent: false,
             reloading: false,
             stopping: false,
@@ -125,10 +129,16 @@ impl ServiceManager {
             self.reloading = false;
             states.push(NotifyState::Ready);
         } else if !self.ready_sent {
-            if let Some(until) = view.starting_until.filter(|u| self.extended_to.is_none_or(|e| *u > e)) {
+            if let Some(until) = view
+                .starting_until
+                .filter(|u| self.extended_to.map_or(true, |e| *u > e))
+            {
                 self.extended_to = Some(until);
-                let usec = (until.saturating_duration_since(now) + Duration::from_secs(1)).as_micros();
-                states.push(NotifyState::ExtendTimeoutUsec(usec.min(u32::MAX as u128) as u32));
+                let usec =
+                    (until.saturating_duration_since(now) + Duration::from_secs(1)).as_micros();
+                states.push(NotifyState::ExtendTimeoutUsec(
+                    usec.min(u32::MAX as u128) as u32
+                ));
             }
         }
         if status_changed {
@@ -136,7 +146,10 @@ impl ServiceManager {
         }
         if !states.is_empty() {
             let states = states.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-            let customs = states.iter().map(|s| NotifyState::Custom(s)).collect::<Vec<_>>();
+            let customs = states
+                .iter()
+                .map(|s| NotifyState::Custom(s))
+                .collect::<Vec<_>>();
             let sent = sd_notify::notify(&customs);
             self.log(&states.join(" "), sent);
         }
@@ -147,7 +160,11 @@ impl ServiceManager {
             return;
         }
         let sent = sd_notify::notify(states);
-        let text = states.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
+        let text = states
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
         self.log(&text, sent);
     }
 

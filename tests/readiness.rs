@@ -27,7 +27,11 @@ impl Manager {
     fn new(dir: &Path) -> Manager {
         let path = dir.join("manager.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        Manager { sock, path, got: Vec::new() }
+        Manager {
+            sock,
+            path,
+            got: Vec::new(),
+        }
     }
 
     /// Waits for a datagram with a line equal to `line` (or starting with
@@ -39,7 +43,11 @@ impl Manager {
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no datagram with {line:?} within {PATIENCE:?}; got {:?}", self.got);
+            assert!(
+                !left.is_zero(),
+                "no datagram with {line:?} within {PATIENCE:?}; got {:?}",
+                self.got
+            );
             self.sock.set_read_timeout(Some(left)).unwrap();
             let mut buf = [0u8; 4096];
             if let Ok(n) = self.sock.recv(&mut buf) {
@@ -57,11 +65,16 @@ impl Manager {
         let deadline = Instant::now() + PATIENCE;
         while self.got.iter().filter(|d| has(d, line)).count() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "fewer than {n} datagrams with {line:?} within {PATIENCE:?}; got {:?}", self.got);
+            assert!(
+                !left.is_zero(),
+                "fewer than {n} datagrams with {line:?} within {PATIENCE:?}; got {:?}",
+                self.got
+            );
             self.sock.set_read_timeout(Some(left)).unwrap();
             let mut buf = [0u8; 4096];
             if let Ok(len) = self.sock.recv(&mut buf) {
-                self.got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+                self.got
+                    .push(String::from_utf8_lossy(&buf[..len]).into_owned());
             }
         }
     }
@@ -71,7 +84,8 @@ impl Manager {
         self.sock.set_nonblocking(true).unwrap();
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.sock.recv(&mut buf) {
-            self.got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            self.got
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         self.sock.set_nonblocking(false).unwrap();
         &self.got
@@ -83,13 +97,21 @@ impl Manager {
 }
 
 fn has(datagram: &str, line: &str) -> bool {
-    datagram.lines().any(|l| if line.ends_with('=') { l.starts_with(line) } else { l == line })
+    datagram.lines().any(|l| {
+        if line.ends_with('=') {
+            l.starts_with(line)
+        } else {
+            l == line
+        }
+    })
 }
 
 /// procward under a fake service manager, with a fixture app.
 fn start(manager: &Manager, opts: &[&str], app: &[&str]) -> Running {
     let mut cmd = Command::new(common::bin());
-    cmd.env("NOTIFY_SOCKET", &manager.path).env_remove("WATCHDOG_USEC").env_remove("WATCHDOG_PID");
+    cmd.env("NOTIFY_SOCKET", &manager.path)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID");
     cmd.env("RUNTIME_DIRECTORY", manager.path.parent().unwrap());
     cmd.args(opts).arg("--").args(app);
     Running::start_cmd(&mut cmd)
@@ -97,12 +119,22 @@ fn start(manager: &Manager, opts: &[&str], app: &[&str]) -> Running {
 
 fn node_app(dir: &Path, mode: &str) -> Vec<String> {
     let f = fixture("ready/ipc_app.js");
-    vec!["node".into(), f.display().to_string(), dir.display().to_string(), mode.into()]
+    vec![
+        "node".into(),
+        f.display().to_string(),
+        dir.display().to_string(),
+        mode.into(),
+    ]
 }
 
 fn notify_app(dir: &Path, mode: &str) -> Vec<String> {
     let f = fixture("ready/notify_app.py");
-    vec!["python3".into(), f.display().to_string(), dir.display().to_string(), mode.into()]
+    vec![
+        "python3".into(),
+        f.display().to_string(),
+        dir.display().to_string(),
+        mode.into(),
+    ]
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
@@ -118,7 +150,11 @@ fn process_send_ready_after_listen_becomes_ready_1() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "ready");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "30s", "--name", "web"], &strs(&app));
+    let mut p = start(
+        &m,
+        &["--wait-ready", "--listen-timeout", "30s", "--name", "web"],
+        &strs(&app),
+    );
     let ready = m.wait("READY=1");
     assert!(has(&ready, "STATUS=web 1/1 ready, 0 restarts"), "{ready:?}");
     p.wait_line(&["from=\"starting\"", "to=\"online\""]);
@@ -137,7 +173,16 @@ fn an_app_that_never_uses_the_channel_still_exits() {
     let dir = tempfile::tempdir().unwrap();
     let m = Manager::new(dir.path());
     let app = node_app(dir.path(), "quiet");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "60s", "--no-autorestart"], &strs(&app));
+    let mut p = start(
+        &m,
+        &[
+            "--wait-ready",
+            "--listen-timeout",
+            "60s",
+            "--no-autorestart",
+        ],
+        &strs(&app),
+    );
     let status = p.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", p.seen);
 }
@@ -147,7 +192,11 @@ fn never_ready_is_ready_after_listen_timeout_as_pm2_does() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "never");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "500ms"], &strs(&app));
+    let mut p = start(
+        &m,
+        &["--wait-ready", "--listen-timeout", "500ms"],
+        &strs(&app),
+    );
     // A slow start first extends systemd's start timeout.
     m.wait("EXTEND_TIMEOUT_USEC=");
     p.wait_line(&["not ready within listen_timeout; treating it as ready"]);
@@ -159,7 +208,16 @@ fn never_ready_with_strict_readiness_is_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "never");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "500ms", "--strict-ready"], &strs(&app));
+    let mut p = start(
+        &m,
+        &[
+            "--wait-ready",
+            "--listen-timeout",
+            "500ms",
+            "--strict-ready",
+        ],
+        &strs(&app),
+    );
     let first = pid_in(dir.path());
     p.wait_line(&["not ready within listen_timeout; restarting"]);
     p.wait_line(&["to=\"starting\"", "reason=\"ready_timeout\""]);
@@ -173,10 +231,25 @@ fn a_crash_before_ready_is_restarted_and_never_reported_ready() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "crash");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "30s", "--max-restarts", "2"], &strs(&app));
+    let mut p = start(
+        &m,
+        &[
+            "--wait-ready",
+            "--listen-timeout",
+            "30s",
+            "--max-restarts",
+            "2",
+        ],
+        &strs(&app),
+    );
     p.wait_line(&["to=\"starting\"", "reason=\"crash\""]);
     let status = p.wait_exit();
-    assert_eq!(status.code(), Some(1), "errored with the app's status; {:?}", p.seen);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "errored with the app's status; {:?}",
+        p.seen
+    );
     assert_eq!(m.count("READY=1"), 0, "{:?}", m.got);
     m.wait("STOPPING=1");
 }
@@ -186,11 +259,22 @@ fn garbage_and_a_10mb_line_are_dropped_and_counted_and_ready_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "garbage");
-    let mut p = start(&m, &["--wait-ready", "--listen-timeout", "60s"], &strs(&app));
+    let mut p = start(
+        &m,
+        &["--wait-ready", "--listen-timeout", "60s"],
+        &strs(&app),
+    );
     let pid = pid_in(dir.path());
     let line = p.wait_line(&["dropped input from the app", "reason=\"garbage\""]);
-    assert!(line.contains("count=3"), "three lines that are not JSON: {line}");
-    p.wait_line(&["dropped input from the app", "reason=\"too_long\"", "count=1"]);
+    assert!(
+        line.contains("count=3"),
+        "three lines that are not JSON: {line}"
+    );
+    p.wait_line(&[
+        "dropped input from the app",
+        "reason=\"too_long\"",
+        "count=1",
+    ]);
     m.wait("READY=1");
     wait_file(&dir.path().join("alive"));
     assert!(alive(pid), "the app keeps running");
@@ -203,13 +287,23 @@ fn shutdown_with_message_sends_shutdown_instead_of_the_signal() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "shutdown");
-    let mut p = start(&m, &["--wait-ready", "--shutdown-with-message"], &strs(&app));
+    let mut p = start(
+        &m,
+        &["--wait-ready", "--shutdown-with-message"],
+        &strs(&app),
+    );
     m.wait("READY=1");
     p.signal(libc::SIGTERM);
-    assert_eq!(wait_file(&dir.path().join("shutdown")).trim(), "got shutdown");
+    assert_eq!(
+        wait_file(&dir.path().join("shutdown")).trim(),
+        "got shutdown"
+    );
     let status = p.wait_exit();
     assert_eq!(status.code(), Some(0), "{:?}", p.seen);
-    assert!(!dir.path().join("sigint").exists(), "the app got a signal too");
+    assert!(
+        !dir.path().join("sigint").exists(),
+        "the app got a signal too"
+    );
 }
 
 #[test]
@@ -217,17 +311,35 @@ fn an_sd_notify_app_is_ready_through_its_own_socket() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = notify_app(dir.path(), "ready");
-    let mut p = start(&m, &["--ready", "notify", "--listen-timeout", "30s", "--name", "py"], &strs(&app));
+    let mut p = start(
+        &m,
+        &[
+            "--ready",
+            "notify",
+            "--listen-timeout",
+            "30s",
+            "--name",
+            "py",
+        ],
+        &strs(&app),
+    );
     m.wait("READY=1");
     p.wait_line(&["app status", "status=\"serving\""]);
     let socket = wait_file(&dir.path().join("socket"));
     let socket = socket.trim();
     assert!(!socket.is_empty(), "the app has a NOTIFY_SOCKET");
-    assert_ne!(Path::new(socket), m.path, "never procward's own NOTIFY_SOCKET");
+    assert_ne!(
+        Path::new(socket),
+        m.path,
+        "never procward's own NOTIFY_SOCKET"
+    );
     assert_eq!(p.count_lines(&["listen_timeout"]), 0);
     p.signal(libc::SIGTERM);
     p.wait_exit();
-    assert!(!Path::new(socket).exists(), "the proxy socket is removed with its process");
+    assert!(
+        !Path::new(socket).exists(),
+        "the proxy socket is removed with its process"
+    );
 }
 
 #[test]
@@ -235,10 +347,17 @@ fn a_datagram_from_a_foreign_process_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = notify_app(dir.path(), "wait");
-    let mut p = start(&m, &["--ready", "notify", "--listen-timeout", "60s"], &strs(&app));
+    let mut p = start(
+        &m,
+        &["--ready", "notify", "--listen-timeout", "60s"],
+        &strs(&app),
+    );
     let socket = wait_file(&dir.path().join("socket")).trim().to_string();
     // The test process is not in the app's tree.
-    UnixDatagram::unbound().unwrap().send_to(b"READY=1", &socket).unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"READY=1", &socket)
+        .unwrap();
     p.wait_line(&["dropped input from the app", "reason=\"foreign_sender\""]);
     assert_eq!(m.count("READY=1"), 0, "{:?}", m.got);
     assert_eq!(p.count_lines(&["to=\"online\""]), 0);
@@ -266,7 +385,11 @@ fn tcp_and_http_probes_mark_ready() {
     for source in ["tcp", "http"] {
         let dir = tempfile::tempdir().unwrap();
         let mut m = Manager::new(dir.path());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let ready = match source {
             "tcp" => format!("tcp:{port}"),
             _ => format!("http://127.0.0.1:{port}/healthz"),
@@ -275,7 +398,11 @@ fn tcp_and_http_probes_mark_ready() {
         let server = format!(
             "let n=0;require('http').createServer((q,r)=>{{r.statusCode=(q.url==='/healthz'&&++n>2)?200:503;r.end()}}).listen({port},'127.0.0.1')"
         );
-        let mut p = start(&m, &["--ready", &ready, "--listen-timeout", "60s"], &["node", "-e", &server]);
+        let mut p = start(
+            &m,
+            &["--ready", &ready, "--listen-timeout", "60s"],
+            &["node", "-e", &server],
+        );
         m.wait("READY=1");
         p.wait_line(&["to=\"online\""]);
         assert_eq!(p.count_lines(&["listen_timeout"]), 0, "{source}");
@@ -287,7 +414,11 @@ fn reload_is_announced_and_ends_with_ready_once_every_instance_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "ready");
-    let p = start(&m, &["--wait-ready", "-i", "2", "--name", "web"], &strs(&app));
+    let p = start(
+        &m,
+        &["--wait-ready", "-i", "2", "--name", "web"],
+        &strs(&app),
+    );
     m.wait("STATUS=web 2/2 ready, 0 restarts");
     assert_eq!(m.count("READY=1"), 1);
     p.signal(libc::SIGHUP);
@@ -296,7 +427,9 @@ fn reload_is_announced_and_ends_with_ready_once_every_instance_is_back() {
     m.wait_count("READY=1", 2);
     // Both instances were restarted before READY=1.
     let last_ready = m.got.iter().rposition(|d| has(d, "READY=1")).unwrap();
-    let restarted = m.got[..=last_ready].iter().any(|d| has(d, "STATUS=web 2/2 ready, 2 restarts"));
+    let restarted = m.got[..=last_ready]
+        .iter()
+        .any(|d| has(d, "STATUS=web 2/2 ready, 2 restarts"));
     assert!(restarted, "{:?}", m.got);
 }
 
@@ -305,7 +438,9 @@ fn procward_pings_its_watchdog_only_while_its_loop_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let mut cmd = Command::new(common::bin());
-    cmd.env("NOTIFY_SOCKET", &m.path).env("WATCHDOG_USEC", "200000").env_remove("WATCHDOG_PID");
+    cmd.env("NOTIFY_SOCKET", &m.path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID");
     cmd.args(["--", "sleep", "60"]);
     let p = Running::start_cmd(&mut cmd);
     m.wait("WATCHDOG=1");

@@ -18,7 +18,9 @@ use std::process::Command;
 fn sandbox() -> PathBuf {
     std::env::var_os("SYSTEMD_SANDBOX")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox"))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox")
+        })
 }
 
 fn cannot_run() -> Option<&'static str> {
@@ -46,15 +48,28 @@ fn procward_service_under_a_real_systemd() {
     let out = Command::new(sandbox())
         .env("SYSTEMD_SANDBOX_PACKAGES", "nodejs")
         .args(["run", "-t", "300"])
-        .args(["-f", &format!("{}:/usr/local/bin/procward", env!("CARGO_BIN_EXE_procward"))])
-        .args(["-f", &file("tests/fixtures/ready", "/sandbox/fixtures/ready")])
-        .args(["-u", &root.join("systemd/procward.service").display().to_string()])
+        .args([
+            "-f",
+            &format!("{}:/usr/local/bin/procward", env!("CARGO_BIN_EXE_procward")),
+        ])
+        .args([
+            "-f",
+            &file("tests/fixtures/ready", "/sandbox/fixtures/ready"),
+        ])
+        .args([
+            "-u",
+            &root.join("systemd/procward.service").display().to_string(),
+        ])
         .arg(root.join("tests/systemd/check.sh"))
         .output()
         .expect("run the systemd sandbox");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "checks failed under systemd ({}):\n{stdout}", out.status);
+    assert!(
+        out.status.success(),
+        "checks failed under systemd ({}):\n{stdout}",
+        out.status
+    );
     assert!(stdout.contains("\n0 failed"), "{stdout}");
 }

@@ -102,7 +102,12 @@ async fn deliver(tx: &mpsc::Sender<Message>, msg: Message) -> bool {
 pub fn runtime_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several, colon-separated (systemd.exec(5)).
-        if let Some(first) = d.to_string_lossy().split(':').next().filter(|s| !s.is_empty()) {
+        if let Some(first) = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .filter(|s| !s.is_empty())
+        {
             return PathBuf::from(first);
         }
     }
@@ -127,7 +132,10 @@ pub struct Prepared {
 impl Prepared {
     /// Descriptors to move into the child: (ours, its number).
     pub fn fds(&self, listen_fds: usize) -> Vec<(RawFd, RawFd)> {
-        self.ipc.iter().map(|(child, _)| (child.as_raw_fd(), node_ipc::channel_fd(listen_fds))).collect()
+        self.ipc
+            .iter()
+            .map(|(child, _)| (child.as_raw_fd(), node_ipc::channel_fd(listen_fds)))
+            .collect()
     }
 
     /// Starts reading from process `pid`, which now holds its ends; the
@@ -137,7 +145,12 @@ impl Prepared {
         let mut ipc_writer = None;
         if let Some((child_end, ours)) = self.ipc {
             drop(child_end);
-            match node_ipc::Channel::start(ours, pid, self.source == ReadySource::NodeIpc, tx.clone()) {
+            match node_ipc::Channel::start(
+                ours,
+                pid,
+                self.source == ReadySource::NodeIpc,
+                tx.clone(),
+            ) {
                 Ok((writer, task)) => {
                     ipc_writer = Some(writer);
                     tasks.push(task);
@@ -154,12 +167,19 @@ impl Prepared {
             }
         }
         match &self.source {
-            ReadySource::Tcp(_) | ReadySource::Http(_) => {
-                tasks.push(tokio::spawn(probe::run(self.source.clone(), pid, tx.clone())))
-            }
+            ReadySource::Tcp(_) | ReadySource::Http(_) => tasks.push(tokio::spawn(probe::run(
+                self.source.clone(),
+                pid,
+                tx.clone(),
+            ))),
             ReadySource::Started | ReadySource::NodeIpc | ReadySource::SdNotify => {}
         }
-        Channels { ipc: ipc_writer, notify_path, tasks, watchdog_due: None }
+        Channels {
+            ipc: ipc_writer,
+            notify_path,
+            tasks,
+            watchdog_due: None,
+        }
     }
 }
 
@@ -173,7 +193,10 @@ pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
     let ipc = if source == ReadySource::NodeIpc || spec.stop.shutdown_with_message {
         match node_ipc::pair() {
             Ok((child, ours)) => {
-                env.push(spawn::var("NODE_CHANNEL_FD", node_ipc::channel_fd(0).to_string()));
+                env.push(spawn::var(
+                    "NODE_CHANNEL_FD",
+                    node_ipc::channel_fd(0).to_string(),
+                ));
                 env.push(spawn::var("NODE_CHANNEL_SERIALIZATION_MODE", "json"));
                 Some((child, ours))
             }
@@ -204,7 +227,12 @@ pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
     } else {
         None
     };
-    Prepared { env, ipc, notify, source }
+    Prepared {
+        env,
+        ipc,
+        notify,
+        source,
+    }
 }
 
 /// What lives as long as one process: the readers, the IPC channel's write

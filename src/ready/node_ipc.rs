@@ -97,11 +97,19 @@ impl Channel {
         ours.set_nonblocking(true)?;
         let writer = Writer(ours.try_clone()?);
         let stream = tokio::net::UnixStream::from_std(ours)?;
-        Ok((writer, tokio::spawn(read_loop(stream, pid, forward_ready, tx))))
+        Ok((
+            writer,
+            tokio::spawn(read_loop(stream, pid, forward_ready, tx)),
+        ))
     }
 }
 
-async fn read_loop(mut stream: tokio::net::UnixStream, pid: i32, forward_ready: bool, tx: mpsc::Sender<Message>) {
+async fn read_loop(
+    mut stream: tokio::net::UnixStream,
+    pid: i32,
+    forward_ready: bool,
+    tx: mpsc::Sender<Message>,
+) {
     let mut lines = Lines::default();
     let mut chunk = vec![0u8; CHUNK];
     loop {
@@ -120,11 +128,18 @@ async fn read_loop(mut stream: tokio::net::UnixStream, pid: i32, forward_ready: 
             Err(_) => too_long += 1,
             Ok(bytes) => match parse(bytes) {
                 Line::Ready if forward_ready => out.push(Message::Ready { pid }),
-                Line::Ready => debug!(pid, "\"ready\" on the IPC channel ignored: readiness comes from elsewhere"),
+                Line::Ready => debug!(
+                    pid,
+                    "\"ready\" on the IPC channel ignored: readiness comes from elsewhere"
+                ),
                 Line::Internal(cmd) if cmd == "NODE_HANDLE" => acks += 1,
                 Line::Internal(cmd) => trace!(pid, cmd, "Node internal message ignored"),
                 Line::Metrics(m) => {
-                    out.extend(m.into_iter().map(|(name, value)| Message::AppMetric { pid, name, value }))
+                    out.extend(m.into_iter().map(|(name, value)| Message::AppMetric {
+                        pid,
+                        name,
+                        value,
+                    }))
                 }
                 Line::Event(event) => out.push(Message::App { pid, event }),
                 Line::Other => trace!(pid, "IPC message ignored"),
@@ -132,13 +147,20 @@ async fn read_loop(mut stream: tokio::net::UnixStream, pid: i32, forward_ready: 
             },
         });
         for _ in 0..acks {
-            if stream.write_all(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n").await.is_err() {
+            if stream
+                .write_all(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n")
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         for (reason, count) in [(Dropped::Garbage, garbage), (Dropped::TooLong, too_long)] {
             if count > 0 {
-                out.push(Message::App { pid, event: Event::Dropped { reason, count } });
+                out.push(Message::App {
+                    pid,
+                    event: Event::Dropped { reason, count },
+                });
             }
         }
         for msg in out {
@@ -219,16 +241,24 @@ pub enum Line {
 
 /// Reads one line.
 pub fn parse(line: &[u8]) -> Line {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else { return Line::Garbage };
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return Line::Garbage;
+    };
     if v.as_str() == Some("ready") {
         return Line::Ready;
     }
     // setupChannel's isInternal: a string `cmd` starting "NODE_".
-    if let Some(cmd) = v.get("cmd").and_then(Value::as_str).filter(|c| c.starts_with("NODE_")) {
+    if let Some(cmd) = v
+        .get("cmd")
+        .and_then(Value::as_str)
+        .filter(|c| c.starts_with("NODE_"))
+    {
         return Line::Internal(cmd.to_string());
     }
     match v.get("type").and_then(Value::as_str) {
-        Some("process:msg") => Line::Event(Event::ProcessMsg(v.get("data").cloned().unwrap_or(Value::Null))),
+        Some("process:msg") => Line::Event(Event::ProcessMsg(
+            v.get("data").cloned().unwrap_or(Value::Null),
+        )),
         Some("axm:monitor") => Line::Metrics(metrics(v.get("data"))),
         Some(t) if t.starts_with("axm:") => Line::Event(Event::Axm(t.to_string())),
         _ => Line::Other,
@@ -238,7 +268,9 @@ pub fn parse(line: &[u8]) -> Line {
 /// `@pm2/io`'s `_cookData` output: `{NAME: {"value": V, ...}}`; plain
 /// `{NAME: V}` is taken too. Values that are not numbers are skipped.
 fn metrics(data: Option<&Value>) -> Vec<(String, f64)> {
-    let Some(map) = data.and_then(Value::as_object) else { return Vec::new() };
+    let Some(map) = data.and_then(Value::as_object) else {
+        return Vec::new();
+    };
     map.iter()
         .filter_map(|(name, v)| {
             let v = v.get("value").unwrap_or(v);
@@ -266,7 +298,10 @@ mod tests {
     fn lines_are_split_across_reads() {
         let mut l = Lines::default();
         assert!(collect(&mut l, b"\"rea").is_empty());
-        assert_eq!(collect(&mut l, b"dy\"\n{}\n{"), vec![Ok(b"\"ready\"".to_vec()), Ok(b"{}".to_vec())]);
+        assert_eq!(
+            collect(&mut l, b"dy\"\n{}\n{"),
+            vec![Ok(b"\"ready\"".to_vec()), Ok(b"{}".to_vec())]
+        );
         assert_eq!(collect(&mut l, b"}\n"), vec![Ok(b"{}".to_vec())]);
     }
 
@@ -277,14 +312,20 @@ mod tests {
         assert!(collect(&mut l, &big).is_empty());
         assert!(collect(&mut l, &big).is_empty());
         assert!(collect(&mut l, &big).is_empty());
-        assert_eq!(collect(&mut l, b"x\n\"ready\"\n"), vec![Err(Dropped::TooLong), Ok(b"\"ready\"".to_vec())]);
+        assert_eq!(
+            collect(&mut l, b"x\n\"ready\"\n"),
+            vec![Err(Dropped::TooLong), Ok(b"\"ready\"".to_vec())]
+        );
         assert!(l.buf.capacity() <= CHUNK);
     }
 
     #[test]
     fn messages_are_recognised() {
         assert_eq!(parse(b"\"ready\""), Line::Ready);
-        assert_eq!(parse(b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\"}"), Line::Internal("NODE_HANDLE".into()));
+        assert_eq!(
+            parse(b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\"}"),
+            Line::Internal("NODE_HANDLE".into())
+        );
         assert_eq!(parse(b"not json"), Line::Garbage);
         assert_eq!(parse(b""), Line::Garbage);
         assert_eq!(parse(b"{\"hello\":1}"), Line::Other);
@@ -296,7 +337,10 @@ mod tests {
             parse(br#"{"type":"process:msg","data":{"a":1}}"#),
             Line::Event(Event::ProcessMsg(serde_json::json!({"a":1})))
         );
-        assert_eq!(parse(br#"{"type":"axm:action","data":{}}"#), Line::Event(Event::Axm("axm:action".into())));
+        assert_eq!(
+            parse(br#"{"type":"axm:action","data":{}}"#),
+            Line::Event(Event::Axm("axm:action".into()))
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub async fn run(source: ReadySource, pid: i32, tx: mpsc::Sender<Message>) {
         ReadySource::Http(url) => match Url::parse(url) {
             Some(u) => Target::Http(u),
             None => {
-                tracing::error!(pid, url, "ready URL is not http://HOST[:PORT][/PATH]; it will never answer");
+                tracing::error!(
+                    pid,
+                    url,
+                    "ready URL is not http://HOST[:PORT][/PATH]; it will never answer"
+                );
                 return;
             }
         },
@@ -85,8 +89,16 @@ impl Url {
             Some(i) => !host[i..].contains(']'),
             None => false,
         };
-        let authority = if has_port { host.to_string() } else { format!("{host}:80") };
-        Some(Url { authority, host: host.to_string(), path: path.to_string() })
+        let authority = if has_port {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        Some(Url {
+            authority,
+            host: host.to_string(),
+            path: path.to_string(),
+        })
     }
 }
 
@@ -111,8 +123,12 @@ async fn http_ok(url: &Url) -> std::io::Result<bool> {
 
 /// Whether a status line starts `HTTP/1.x 2NN`.
 pub fn status_is_2xx(head: &[u8]) -> bool {
-    head.len() >= 12 && head.starts_with(b"HTTP/1.") && head[8] == b' ' && head[9] == b'2'
-        && head[10].is_ascii_digit() && head[11].is_ascii_digit()
+    head.len() >= 12
+        && head.starts_with(b"HTTP/1.")
+        && head[8] == b' '
+        && head[9] == b'2'
+        && head[10].is_ascii_digit()
+        && head[11].is_ascii_digit()
 }
 
 #[cfg(test)]
@@ -123,11 +139,24 @@ mod tests {
     fn urls_parse() {
         assert_eq!(
             Url::parse("http://127.0.0.1:8080/healthz?x=1"),
-            Some(Url { authority: "127.0.0.1:8080".into(), host: "127.0.0.1:8080".into(), path: "/healthz?x=1".into() })
+            Some(Url {
+                authority: "127.0.0.1:8080".into(),
+                host: "127.0.0.1:8080".into(),
+                path: "/healthz?x=1".into()
+            })
         );
-        assert_eq!(Url::parse("http://localhost").map(|u| u.authority), Some("localhost:80".into()));
-        assert_eq!(Url::parse("http://[::1]:9000/").map(|u| u.authority), Some("[::1]:9000".into()));
-        assert_eq!(Url::parse("http://[::1]/").map(|u| u.authority), Some("[::1]:80".into()));
+        assert_eq!(
+            Url::parse("http://localhost").map(|u| u.authority),
+            Some("localhost:80".into())
+        );
+        assert_eq!(
+            Url::parse("http://[::1]:9000/").map(|u| u.authority),
+            Some("[::1]:9000".into())
+        );
+        assert_eq!(
+            Url::parse("http://[::1]/").map(|u| u.authority),
+            Some("[::1]:80".into())
+        );
         assert!(Url::parse("https://x/").is_none());
     }
 

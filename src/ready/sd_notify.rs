@@ -59,7 +59,10 @@ impl Proxy {
             _ => {}
         }
         let sock = UnixDatagram::bind(&path)?;
-        let proxy = Proxy { sock: Some(sock), path };
+        let proxy = Proxy {
+            sock: Some(sock),
+            path,
+        };
         let sock = proxy.sock.as_ref().expect("just bound");
         socket::setsockopt(sock, sockopt::PassCred, &true).map_err(io::Error::from)?;
         sock.set_nonblocking(true)?;
@@ -79,7 +82,12 @@ impl Proxy {
     /// Starts reading for process `pid`. `READY=1` becomes
     /// [`Message::Ready`] when `forward_ready` (this socket is the app's
     /// readiness source). The socket file is then the caller's to remove.
-    pub fn start(mut self, pid: i32, forward_ready: bool, tx: mpsc::Sender<Message>) -> io::Result<JoinHandle<()>> {
+    pub fn start(
+        mut self,
+        pid: i32,
+        forward_ready: bool,
+        tx: mpsc::Sender<Message>,
+    ) -> io::Result<JoinHandle<()>> {
         let sock = self.sock.take().expect("started once");
         // SAFETY: the socket is owned by the AsyncFd and closed only with it.
         let fd = unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE)? };
@@ -103,7 +111,12 @@ struct Datagram {
     truncated: bool,
 }
 
-async fn read_loop(fd: AsyncFd<UnixDatagram>, pid: i32, forward_ready: bool, tx: mpsc::Sender<Message>) {
+async fn read_loop(
+    fd: AsyncFd<UnixDatagram>,
+    pid: i32,
+    forward_ready: bool,
+    tx: mpsc::Sender<Message>,
+) {
     loop {
         let mut guard = match fd.readable().await {
             Ok(g) => g,
@@ -158,20 +171,35 @@ fn recv(sock: &UnixDatagram) -> io::Result<Datagram> {
         (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), sender)
     };
     buf.truncate(len);
-    Ok(Datagram { sender, bytes: buf, truncated })
+    Ok(Datagram {
+        sender,
+        bytes: buf,
+        truncated,
+    })
 }
 
 /// The messages one datagram gives, after the sender check.
 fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> Vec<Message> {
-    let dropped = |reason| vec![Message::App { pid, event: Event::Dropped { reason, count: 1 } }];
+    let dropped = |reason| {
+        vec![Message::App {
+            pid,
+            event: Event::Dropped { reason, count: 1 },
+        }]
+    };
     if !in_tree(d.sender, pid) {
-        debug!(pid, sender = d.sender, "notify datagram from outside the app's process tree dropped");
+        debug!(
+            pid,
+            sender = d.sender,
+            "notify datagram from outside the app's process tree dropped"
+        );
         return dropped(Dropped::Foreign);
     }
     if d.truncated {
         return dropped(Dropped::TooLong);
     }
-    let Ok(text) = std::str::from_utf8(&d.bytes) else { return dropped(Dropped::Garbage) };
+    let Ok(text) = std::str::from_utf8(&d.bytes) else {
+        return dropped(Dropped::Garbage);
+    };
     let (ready, events) = parse(text);
     let mut out = Vec::new();
     if ready && forward_ready {
@@ -186,7 +214,9 @@ pub fn parse(text: &str) -> (bool, Vec<Event>) {
     let mut ready = false;
     let mut events = Vec::new();
     for line in text.split('\n') {
-        let Some((key, value)) = line.split_once('=') else { continue };
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
         match (key, value) {
             ("READY", "1") => ready = true,
             ("STATUS", s) => events.push(Event::Status(s.to_string())),
@@ -239,13 +269,23 @@ mod tests {
 
     #[test]
     fn assignments_are_read() {
-        let (ready, ev) = parse("READY=1\nSTATUS=warming up: 3/4\nWATCHDOG=1\nMAINPID=42\nERRNO=2\nFDSTORE=1\nbogus\n");
+        let (ready, ev) = parse(
+            "READY=1\nSTATUS=warming up: 3/4\nWATCHDOG=1\nMAINPID=42\nERRNO=2\nFDSTORE=1\nbogus\n",
+        );
         assert!(ready);
         assert_eq!(
             ev,
-            vec![Event::Status("warming up: 3/4".into()), Event::WatchdogPing, Event::MainPid(42), Event::Errno(2)]
+            vec![
+                Event::Status("warming up: 3/4".into()),
+                Event::WatchdogPing,
+                Event::MainPid(42),
+                Event::Errno(2)
+            ]
         );
-        assert_eq!(parse("READY=0\nWATCHDOG=trigger").1, vec![Event::WatchdogTrigger]);
+        assert_eq!(
+            parse("READY=0\nWATCHDOG=trigger").1,
+            vec![Event::WatchdogTrigger]
+        );
         assert!(!parse("READY=0").0);
     }
 
