@@ -45,6 +45,7 @@ fn procward_service_under_a_real_systemd() {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let file = |src: &str, dest: &str| format!("{}:{dest}", root.join(src).display());
+    let unit = |name: &str| root.join("systemd").join(name).display().to_string();
     let out = Command::new(sandbox())
         .env("SYSTEMD_SANDBOX_PACKAGES", "nodejs")
         .args(["run", "-t", "300"])
@@ -56,10 +57,8 @@ fn procward_service_under_a_real_systemd() {
             "-f",
             &file("tests/fixtures/ready", "/sandbox/fixtures/ready"),
         ])
-        .args([
-            "-u",
-            &root.join("systemd/procward.service").display().to_string(),
-        ])
+        .args(["-u", &unit("procward.service")])
+        .args(["-u", &unit("procward@.service")])
         .arg(root.join("tests/systemd/check.sh"))
         .output()
         .expect("run the systemd sandbox");

@@ -127,14 +127,16 @@ pub struct Prepared {
     ipc: Option<(OwnedFd, std::os::unix::net::UnixStream)>,
     notify: Option<sd_notify::Proxy>,
     source: ReadySource,
+    listen_fds: usize,
 }
 
 impl Prepared {
     /// Descriptors to move into the child: (ours, its number).
-    pub fn fds(&self, listen_fds: usize) -> Vec<(RawFd, RawFd)> {
+    pub fn fds(&self) -> Vec<(RawFd, RawFd)> {
+        let target = node_ipc::channel_fd(self.listen_fds);
         self.ipc
             .iter()
-            .map(|(child, _)| (child.as_raw_fd(), node_ipc::channel_fd(listen_fds)))
+            .map(|(child, _)| (child.as_raw_fd(), target))
             .collect()
     }
 
@@ -186,8 +188,9 @@ impl Prepared {
 /// Makes what process `seq` of `spec` needs to report readiness: the Node
 /// IPC channel (for `ipc` readiness or `shutdown_with_message`) and a notify
 /// socket (for `notify` readiness or a `watchdog`). A failure is logged and
-/// that source left out: listen_timeout then decides.
-pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
+/// that source left out: listen_timeout then decides. `listen_fds` is the
+/// number of sockets passed with `LISTEN_FDS`, which come first.
+pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64, listen_fds: usize) -> Prepared {
     let mut env = Vec::new();
     let source = spec.ready.source.clone();
     let ipc = if source == ReadySource::NodeIpc || spec.stop.shutdown_with_message {
@@ -195,7 +198,7 @@ pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
             Ok((child, ours)) => {
                 env.push(spawn::var(
                     "NODE_CHANNEL_FD",
-                    node_ipc::channel_fd(0).to_string(),
+                    node_ipc::channel_fd(listen_fds).to_string(),
                 ));
                 env.push(spawn::var("NODE_CHANNEL_SERIALIZATION_MODE", "json"));
                 Some((child, ours))
@@ -232,6 +235,7 @@ pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64) -> Prepared {
         ipc,
         notify,
         source,
+        listen_fds,
     }
 }
 

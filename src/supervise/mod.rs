@@ -495,7 +495,7 @@ impl Supervisor {
             env,
             uid: spec.uid,
             gid: spec.gid,
-            fds: readiness.fds(0),
+            fds: readiness.fds(),
         };
         let now = Instant::now();
         match spawn::spawn(&req) {

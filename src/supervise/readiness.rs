@@ -75,12 +75,14 @@ impl Readiness {
 }
 
 impl Supervisor {
-    /// Makes the readiness resources of the next process of app `a`.
+    /// Makes the readiness resources of the next process of app `a`. No
+    /// `LISTEN_FDS` sockets are passed yet; the IPC channel follows them
+    /// when there are.
     pub(super) fn prepare_readiness(&mut self, a: usize) -> Prepared {
         let r = &mut self.ready;
         r.seq += 1;
         let dir = r.runtime_dir.get_or_insert_with(ready::runtime_dir);
-        ready::prepare(&self.apps[a].spec, dir, r.seq)
+        ready::prepare(&self.apps[a].spec, dir, r.seq, 0)
     }
 
     /// Process `pid` runs: start reading what it says.

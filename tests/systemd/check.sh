@@ -30,6 +30,10 @@ scenario() {
 journal_has() { journalctl -b -u procward.service --no-pager -o cat | grep -q -- "$1"; }
 PW=/usr/local/bin/procward
 
+echo "--- the shipped units"
+check "procward.service and procward@.service verify" \
+    systemd-analyze verify procward.service procward@web.service
+
 scenario "process.send('ready') after listen" \
     "ExecStart=$PW --wait-ready --listen-timeout 30s --name web -- node $FIX/ipc_app.js $D slow"
 check "systemctl start succeeds" systemctl start procward.service
