@@ -113,11 +113,12 @@ impl Supervisor {
                 self.spawn((a, i), None);
             }
         }
-        let mut watchdog = self
-            .ready
-            .manager
-            .watchdog_interval()
-            .map(tokio::time::interval);
+        let mut watchdog = self.ready.manager.watchdog_interval().map(|d| {
+            let mut i = tokio::time::interval(d);
+            // After a stall, one ping, not a burst of the missed ones.
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
             self.obs
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
