@@ -1,7 +1,10 @@
 //! Talking to the service manager: the one place that sends sd_notify
-//! messages (sd_notify(3)), through the `sd-notify` crate. Nothing is sent
-//! unless `NOTIFY_SOCKET` is set, i.e. procward runs as a systemd
-//! `Type=notify` service (or under anything speaking the same protocol).
+//! messages (sd_notify(3)). Nothing is sent unless `NOTIFY_SOCKET` is set,
+//! i.e. procward runs as a systemd `Type=notify` service (or under anything
+//! speaking the same protocol). The `sd-notify` crate formats the
+//! assignments and reads `WATCHDOG_USEC`; they are sent from one socket kept
+//! open, to a path or, when `NOTIFY_SOCKET` starts with `@`, to an abstract
+//! socket (sd_notify(3) allows both; `vsock:` addresses are not supported).
 //!
 //! Sent, each when it becomes true, several in one datagram when together:
 //! - `READY=1`: once every instance of every app has been ready at least
@@ -27,6 +30,10 @@
 //! the apps (`spawn::SCRUBBED_ENV`); each gets its own socket instead
 //! (`ready::sd_notify`).
 
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
@@ -48,7 +55,8 @@ pub struct View {
 /// procward's side of the protocol.
 #[derive(Debug)]
 pub struct ServiceManager {
-    enabled: bool,
+    /// Where to send, and the socket to send from; `None` outside systemd.
+    target: Option<(SocketAddr, UnixDatagram)>,
     watchdog: Option<Duration>,
     ready_sent: bool,
     reloading: bool,
@@ -61,14 +69,19 @@ pub struct ServiceManager {
 impl ServiceManager {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`.
     pub fn from_env() -> Self {
-        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
+        let target = std::env::var_os("NOTIFY_SOCKET")
+            .filter(|s| !s.is_empty())
+            .and_then(|s| match address(s.as_bytes()).and_then(|a| Ok((a, UnixDatagram::unbound()?))) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warn!(error = %e, socket = %s.to_string_lossy(),
+                          "NOTIFY_SOCKET is unusable: the service manager will not hear from procward");
+                    None
+                }
+            });
         ServiceManager {
-            enabled,
-            watchdog: if enabled {
-                sd_notify::watchdog_enabled()
-            } else {
-                None
-            },
+            watchdog: target.as_ref().and_then(|_| sd_notify::watchdog_enabled()),
+            target,
             ready_sent: false,
             reloading: false,
             stopping: false,
@@ -111,14 +124,10 @@ impl ServiceManager {
 
     /// Sends what changed since the last call.
     pub fn update(&mut self, view: &View, now: Instant) {
-        if !self.enabled {
+        if self.target.is_none() {
             return;
         }
         let mut states = Vec::new();
-        let status_changed = view.status != self.status;
-        if status_changed {
-            self.status = view.status.clone();
-        }
         if self.stopping {
             // Only the status from here on.
         } else if !self.ready_sent && view.all_ready_once {
@@ -141,43 +150,74 @@ impl ServiceManager {
                 ));
             }
         }
-        if status_changed {
-            states.push(NotifyState::Status(&self.status));
+        if view.status != self.status {
+            states.push(NotifyState::Status(&view.status));
         }
         if !states.is_empty() {
-            let states = states.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-            let customs = states
-                .iter()
-                .map(|s| NotifyState::Custom(s))
-                .collect::<Vec<_>>();
-            let sent = sd_notify::notify(&customs);
-            self.log(&states.join(" "), sent);
+            let text = lines(&states);
+            self.status.clone_from(&view.status);
+            self.send_text(&text);
         }
     }
 
     fn send(&mut self, states: &[NotifyState]) {
-        if !self.enabled {
-            return;
+        if self.target.is_some() {
+            self.send_text(&lines(states));
         }
-        let sent = sd_notify::notify(states);
-        let text = states
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        self.log(&text, sent);
     }
 
-    fn log(&mut self, text: &str, sent: std::io::Result<()>) {
-        match sent {
-            Ok(()) => debug!(sent = text, "notified the service manager"),
+    fn send_text(&mut self, text: &str) {
+        let Some((addr, sock)) = &self.target else {
+            return;
+        };
+        match sock.send_to_addr(text.as_bytes(), addr) {
+            Ok(_) => debug!(sent = text.trim_end(), "notified the service manager"),
             Err(e) => {
                 self.failures += 1;
                 // A failing socket fails every time: say so once, then quietly.
                 if self.failures == 1 {
-                    warn!(error = %e, sent = text, "cannot notify the service manager (NOTIFY_SOCKET)");
+                    warn!(error = %e, sent = text.trim_end(),
+                          "cannot notify the service manager (NOTIFY_SOCKET)");
                 }
             }
         }
+    }
+}
+
+/// One assignment per line, as sd_notify(3) sends them.
+fn lines(states: &[NotifyState]) -> String {
+    states.iter().map(|s| format!("{s}\n")).collect()
+}
+
+/// `NOTIFY_SOCKET` as an address: a path, or `@NAME` for an abstract socket.
+fn address(s: &[u8]) -> io::Result<SocketAddr> {
+    match s.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(std::ffi::OsStr::from_bytes(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_socket_addresses() {
+        assert_eq!(
+            address(b"/run/systemd/notify").unwrap().as_pathname(),
+            Some(std::path::Path::new("/run/systemd/notify"))
+        );
+        assert_eq!(
+            address(b"@sd-notify").unwrap().as_abstract_name(),
+            Some(&b"sd-notify"[..])
+        );
+    }
+
+    #[test]
+    fn assignments_are_lines() {
+        assert_eq!(
+            lines(&[NotifyState::Ready, NotifyState::Status("a 1/1 ready")]),
+            "READY=1\nSTATUS=a 1/1 ready\n"
+        );
     }
 }

@@ -456,3 +456,23 @@ fn procward_pings_its_watchdog_only_while_its_loop_runs() {
     common::send(p.pid(), libc::SIGCONT);
     m.wait("WATCHDOG=1");
 }
+
+#[test]
+fn an_abstract_notify_socket_is_understood() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("procward-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = UnixDatagram::bind_addr(&addr).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut cmd = Command::new(common::bin());
+    cmd.env("NOTIFY_SOCKET", format!("@{name}"))
+        .env_remove("WATCHDOG_USEC");
+    cmd.args(["--", "sleep", "60"]);
+    let _p = Running::start_cmd(&mut cmd);
+    let mut buf = [0u8; 4096];
+    let n = sock
+        .recv(&mut buf)
+        .expect("a datagram on the abstract socket");
+    let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(has(&got, "READY=1"), "{got:?}");
+}
