@@ -169,6 +169,18 @@ fn process_send_ready_after_listen_becomes_ready_1() {
 }
 
 #[test]
+fn the_channel_stays_open_after_ready_and_pm2_messages_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Manager::new(dir.path());
+    let app = node_app(dir.path(), "chatty");
+    let mut p = start(&m, &["--wait-ready", "--log-level", "debug"], &strs(&app));
+    m.wait("READY=1");
+    assert_eq!(wait_file(&dir.path().join("later")).trim(), "ok");
+    p.wait_line(&["process:msg", "peers"]);
+    assert!(alive(pid_in(dir.path())));
+}
+
+#[test]
 fn an_app_that_never_uses_the_channel_still_exits() {
     let dir = tempfile::tempdir().unwrap();
     let m = Manager::new(dir.path());

@@ -80,6 +80,9 @@ pub enum Dropped {
 }
 
 impl Dropped {
+    /// Every reason, in label order.
+    pub const ALL: [Dropped; 3] = [Dropped::Garbage, Dropped::TooLong, Dropped::Foreign];
+
     /// The label value (`reason`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,6 +90,11 @@ impl Dropped {
             Dropped::TooLong => "too_long",
             Dropped::Foreign => "foreign_sender",
         }
+    }
+
+    /// Its position in [`Dropped::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

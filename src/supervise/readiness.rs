@@ -24,9 +24,8 @@ pub struct Readiness {
     seq: u64,
     /// The service manager above procward.
     pub manager: ServiceManager,
-    /// Input dropped from the apps, by [`Dropped`] (garbage, too long,
-    /// foreign sender).
-    pub dropped: [u64; 3],
+    /// Input dropped from the apps, indexed by [`Dropped::index`].
+    pub dropped: [u64; Dropped::ALL.len()],
 }
 
 impl Readiness {
@@ -37,7 +36,7 @@ impl Readiness {
             runtime_dir: None,
             seq: 0,
             manager: ServiceManager::from_env(),
-            dropped: [0; 3],
+            dropped: [0; Dropped::ALL.len()],
         }
     }
 
@@ -139,11 +138,7 @@ impl Supervisor {
             Event::ProcessMsg(data) => debug!(app, instance = i, pid, %data, "process:msg"),
             Event::Axm(kind) => debug!(app, instance = i, pid, kind, "@pm2/io message"),
             Event::Dropped { reason, count } => {
-                let k = match reason {
-                    Dropped::Garbage => 0,
-                    Dropped::TooLong => 1,
-                    Dropped::Foreign => 2,
-                };
+                let k = reason.index();
                 self.ready.dropped[k] += count;
                 warn!(
                     app,
