@@ -6,7 +6,10 @@
 //! CLOCK_MONOTONIC (`process.hrtime.bigint()`) just before `process.send`,
 //! this program reads it as soon as `READY=1` is received; the difference is
 //! the latency (both clocks are the same kernel clock). Prints the median,
-//! quartiles and extremes over the starts (default 60; `READINESS_STARTS`).
+//! quartiles and extremes over the starts (default 60; `READINESS_STARTS`),
+//! once with the app's first `process.send` (cold, as in a real start: it
+//! includes Node compiling its send path) and once after a first message
+//! (warm: closer to procward's own share).
 //!
 //! Run: `cargo bench --bench readiness` (or `cargo run --release`-style with
 //! the debug binary: `cargo bench --profile dev --bench readiness`).
@@ -26,7 +29,7 @@ fn monotonic_ns() -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
-fn one_start(app: &Path, dir: &Path) -> Duration {
+fn one_start(app: &Path, dir: &Path, mode: &str) -> Duration {
     let sock_path = dir.join("manager.sock");
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(dir.join("sent_ns"));
@@ -47,7 +50,7 @@ fn one_start(app: &Path, dir: &Path) -> Duration {
         ])
         .arg(app)
         .arg(dir)
-        .arg("bench")
+        .arg(mode)
         .stderr(Stdio::null())
         .spawn()
         .expect("start procward");
@@ -86,18 +89,25 @@ fn main() {
     let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ready/ipc_app.js");
     let dir = std::env::temp_dir().join(format!("procward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut lat: Vec<Duration> = (0..starts).map(|_| one_start(&app, &dir)).collect();
+    for mode in ["bench", "bench-warm"] {
+        let mut lat: Vec<Duration> = (0..starts).map(|_| one_start(&app, &dir, mode)).collect();
+        lat.sort();
+        let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let which = if mode == "bench" {
+            "first send"
+        } else {
+            "warm send"
+        };
+        println!(
+            "readiness translation latency (process.send('ready') -> READY=1), {which}, {starts} starts: \
+             median {:.0} us, p25 {:.0} us, p75 {:.0} us, min {:.0} us, max {:.0} us",
+            us(at(0.5)),
+            us(at(0.25)),
+            us(at(0.75)),
+            us(lat[0]),
+            us(lat[lat.len() - 1])
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    lat.sort();
-    let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "readiness translation latency (process.send('ready') -> READY=1), {starts} starts: \
-         median {:.0} us, p25 {:.0} us, p75 {:.0} us, min {:.0} us, max {:.0} us",
-        us(at(0.5)),
-        us(at(0.25)),
-        us(at(0.75)),
-        us(lat[0]),
-        us(lat[lat.len() - 1])
-    );
 }
