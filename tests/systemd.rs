@@ -1,7 +1,9 @@
 //! procward under a REAL systemd (252, in a systemd-nspawn container made by
-//! the shared `systemd-sandbox` tool): the shipped systemd/procward.service
-//! with drop-ins choosing the app, driven by tests/systemd/check.sh.
+//! the shared `systemd-sandbox` tool), driven by tests/systemd/check.sh.
 //!
+//! The shipped units run as they are (procward.service with
+//! /etc/procward/procward.yaml, procward@web.service with
+//! /etc/procward/web.yaml), then with drop-ins choosing the app:
 //! `systemctl start` blocks until the Node app has said ready, StatusText is
 //! procward's summary, `systemctl reload` restarts the apps and ends with
 //! READY=1, `systemctl stop` stops cleanly, the watchdog kills a stopped

@@ -34,6 +34,21 @@ echo "--- the shipped units"
 check "procward.service and procward@.service verify" \
     systemd-analyze verify procward.service procward@web.service
 
+echo "--- procward.service as shipped: /etc/procward/procward.yaml"
+rm -rf "$D"; mkdir -p "$D" /etc/procward
+cat > /etc/procward/procward.yaml <<YAML
+apps:
+  - name: api
+    script: $FIX/ipc_app.js
+    args: [$D, slow]
+    instances: 2
+    wait_ready: true
+YAML
+check "systemctl start succeeds" systemctl start procward.service
+check "StatusText counts both instances" is StatusText "api 2/2 ready, 0 restarts"
+check "systemctl stop succeeds" systemctl stop procward.service
+check "stopped cleanly" is Result success
+
 scenario "process.send('ready') after listen" \
     "ExecStart=$PW --wait-ready --listen-timeout 30s --name web -- node $FIX/ipc_app.js $D slow"
 check "systemctl start succeeds" systemctl start procward.service
@@ -51,6 +66,23 @@ check "systemctl stop succeeds" systemctl stop procward.service
 check "stopped cleanly" is Result success
 check "inactive" is ActiveState inactive
 check "the app is gone" bash -c "! kill -0 $app 2>/dev/null"
+
+echo "--- procward@web.service: one process file per instance"
+rm -rf "$D"; mkdir -p "$D" /etc/procward
+cat > /etc/procward/web.yaml <<YAML
+apps:
+  - name: web
+    script: $FIX/ipc_app.js
+    args: [$D, slow]
+    wait_ready: true
+    listen_timeout: 30s
+YAML
+check "systemctl start procward@web succeeds" systemctl start procward@web.service
+check "start returned only after the app said ready" test -s $D/ready_sent
+check "StatusText of the instance" \
+    bash -c '[[ $(systemctl show -P StatusText procward@web.service) == "web 1/1 ready, 0 restarts" ]]'
+check "systemctl stop procward@web succeeds" systemctl stop procward@web.service
+check "stopped cleanly" bash -c '[[ $(systemctl show -P Result procward@web.service) == success ]]'
 
 scenario "never ready, listen_timeout (PM2: ready anyway)" \
     "ExecStart=$PW --wait-ready --listen-timeout 2s -- node $FIX/ipc_app.js $D never"
