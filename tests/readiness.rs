@@ -137,6 +137,26 @@ fn notify_app(dir: &Path, mode: &str) -> Vec<String> {
     ]
 }
 
+/// A free local port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `/metrics` text of a procward started with `--metrics 127.0.0.1:PORT`.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -173,11 +193,28 @@ fn the_channel_stays_open_after_ready_and_pm2_messages_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "chatty");
-    let mut p = start(&m, &["--wait-ready", "--log-level", "debug"], &strs(&app));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let opts = ["--wait-ready", "--log-level", "debug", "--metrics", &addr];
+    let mut p = start(&m, &opts, &strs(&app));
     m.wait("READY=1");
     assert_eq!(wait_file(&dir.path().join("later")).trim(), "ok");
     p.wait_line(&["process:msg", "peers"]);
     assert!(alive(pid_in(dir.path())));
+    // The axm:monitor value becomes a gauge; /metrics is polled, there is no
+    // event to wait for.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = metrics(port);
+        if text
+            .lines()
+            .any(|l| l.starts_with("procward_app_metric{") && l.ends_with(" 42"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no app metric 42 in:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -271,11 +308,16 @@ fn garbage_and_a_10mb_line_are_dropped_and_counted_and_ready_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = node_app(dir.path(), "garbage");
-    let mut p = start(
-        &m,
-        &["--wait-ready", "--listen-timeout", "60s"],
-        &strs(&app),
-    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let opts = [
+        "--wait-ready",
+        "--listen-timeout",
+        "60s",
+        "--metrics",
+        &addr,
+    ];
+    let mut p = start(&m, &opts, &strs(&app));
     let pid = pid_in(dir.path());
     let line = p.wait_line(&["dropped input from the app", "reason=\"garbage\""]);
     assert!(
@@ -290,6 +332,9 @@ fn garbage_and_a_10mb_line_are_dropped_and_counted_and_ready_still_works() {
     m.wait("READY=1");
     wait_file(&dir.path().join("alive"));
     assert!(alive(pid), "the app keeps running");
+    let text = metrics(port);
+    let counted = "procward_dropped_inputs_total{input=\"ipc\"} 4";
+    assert!(text.contains(counted), "{text}");
     assert!(alive(p.pid()), "procward keeps running");
     assert_eq!(p.count_lines(&["listen_timeout"]), 0);
 }
@@ -359,11 +404,17 @@ fn a_datagram_from_a_foreign_process_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Manager::new(dir.path());
     let app = notify_app(dir.path(), "wait");
-    let mut p = start(
-        &m,
-        &["--ready", "notify", "--listen-timeout", "60s"],
-        &strs(&app),
-    );
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let opts = [
+        "--ready",
+        "notify",
+        "--listen-timeout",
+        "60s",
+        "--metrics",
+        &addr,
+    ];
+    let mut p = start(&m, &opts, &strs(&app));
     let socket = wait_file(&dir.path().join("socket")).trim().to_string();
     // The test process is not in the app's tree.
     UnixDatagram::unbound()
@@ -371,6 +422,9 @@ fn a_datagram_from_a_foreign_process_is_rejected() {
         .send_to(b"READY=1", &socket)
         .unwrap();
     p.wait_line(&["dropped input from the app", "reason=\"foreign_sender\""]);
+    let text = metrics(port);
+    let counted = "procward_dropped_inputs_total{input=\"notify_sender\"} 1";
+    assert!(text.contains(counted), "{text}");
     assert_eq!(m.count("READY=1"), 0, "{:?}", m.got);
     assert_eq!(p.count_lines(&["to=\"online\""]), 0);
     // The app itself is believed.

@@ -58,13 +58,34 @@ pub enum Event {
     /// Another `@pm2/io` message (`axm:action`, `axm:option:configuration`,
     /// `axm:reply`, ...); its type.
     Axm(String),
-    /// Input dropped: `count` lines or datagrams, for `reason`.
+    /// Input dropped: `count` lines or datagrams from `input`, for `reason`.
     Dropped {
+        /// Where it came from.
+        input: Input,
         /// Why.
         reason: Dropped,
         /// How many since the last such event.
         count: u64,
     },
+}
+
+/// Where input from an app came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The Node IPC channel.
+    Ipc,
+    /// The sd_notify proxy.
+    Notify,
+}
+
+impl Input {
+    /// The label value (`input`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Input::Ipc => "ipc",
+            Input::Notify => "notify",
+        }
+    }
 }
 
 /// Why input from an app was dropped.

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-use super::{deliver, Dropped, Event, FIRST_FD};
+use super::{deliver, Dropped, Event, Input, FIRST_FD};
 use crate::supervise::message::Message;
 
 /// The longest line kept (1 MiB): `@pm2/io` metric batches are a few KiB.
@@ -159,7 +159,11 @@ async fn read_loop(
             if count > 0 {
                 out.push(Message::App {
                     pid,
-                    event: Event::Dropped { reason, count },
+                    event: Event::Dropped {
+                        input: Input::Ipc,
+                        reason,
+                        count,
+                    },
                 });
             }
         }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::{deliver, Dropped, Event};
+use super::{deliver, Dropped, Event, Input};
 use crate::supervise::message::Message;
 
 /// The longest datagram accepted: systemd's own limit (`NOTIFY_BUFFER_MAX`,
@@ -183,7 +183,11 @@ fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> Vec<Message> {
     let dropped = |reason| {
         vec![Message::App {
             pid,
-            event: Event::Dropped { reason, count: 1 },
+            event: Event::Dropped {
+                input: Input::Notify,
+                reason,
+                count: 1,
+            },
         }]
     };
     if !in_tree(d.sender, pid) {

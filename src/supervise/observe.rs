@@ -194,6 +194,13 @@ impl Observer {
         }
     }
 
+    /// `n` inputs from the apps (`ipc`, `notify`, ...) were dropped.
+    pub fn input_dropped(&self, input: &str, n: u64) {
+        if let Some(m) = &self.metrics {
+            m.dropped(input).inc_by(n);
+        }
+    }
+
     /// Once per loop turn: beat, bring counters up to date, publish the
     /// snapshot if anything changed and someone reads it.
     pub fn tick(&mut self, apps: &[App], orphans: u64, signals: u64) {

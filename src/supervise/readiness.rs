@@ -14,7 +14,7 @@ use super::policy::Reason;
 use super::state::{State, Then};
 use super::{signal_logged, Supervisor};
 use crate::notify::{ServiceManager, View};
-use crate::ready::{self, Channels, Dropped, Event, Prepared};
+use crate::ready::{self, Channels, Dropped, Event, Input, Prepared};
 
 /// What the supervisor keeps for readiness.
 pub struct Readiness {
@@ -137,13 +137,24 @@ impl Supervisor {
             ),
             Event::ProcessMsg(data) => debug!(app, instance = i, pid, %data, "process:msg"),
             Event::Axm(kind) => debug!(app, instance = i, pid, kind, "@pm2/io message"),
-            Event::Dropped { reason, count } => {
+            Event::Dropped {
+                input,
+                reason,
+                count,
+            } => {
                 let k = reason.index();
                 self.ready.dropped[k] += count;
+                // procward_dropped_inputs_total{input="ipc"|"notify"|"notify_sender"}
+                let label = match (input, reason) {
+                    (Input::Notify, Dropped::Foreign) => "notify_sender",
+                    (input, _) => input.as_str(),
+                };
+                self.obs.input_dropped(label, count);
                 warn!(
                     app,
                     instance = i,
                     pid,
+                    input = input.as_str(),
                     reason = reason.as_str(),
                     count,
                     total = self.ready.dropped[k],
