@@ -140,7 +140,7 @@ impl ServiceManager {
         } else if !self.ready_sent {
             if let Some(until) = view
                 .starting_until
-                .filter(|u| self.extended_to.map_or(true, |e| *u > e))
+                .filter(|u| self.extended_to.is_none_or(|e| *u > e))
             {
                 self.extended_to = Some(until);
                 let usec =
