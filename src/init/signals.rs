@@ -47,13 +47,23 @@ fn blocked_set() -> SigSet {
 }
 
 /// Blocks every catchable signal in the calling thread, which must be the
-/// only thread (threads made later inherit the mask). Rust's runtime ignores
-/// SIGPIPE at start-up and an ignored signal is discarded even when blocked,
-/// so it is set back to the default first, to be received and forwarded.
+/// only thread (threads made later inherit the mask), after setting every
+/// disposition back to the default. An inherited SIG_IGN must not survive:
+/// an ignored SIGCHLD makes the kernel reap children itself and send no
+/// SIGCHLD (wait(2) NOTES, kernel/signal.c `do_notify_parent`), so exits
+/// would never reach the reaper; and setting SIG_IGN discards a pending
+/// signal (signal(7)). Rust's runtime ignores SIGPIPE at start-up; `nohup`
+/// and shells ignore SIGHUP, SIGINT and SIGQUIT for background jobs.
 pub fn block_all() -> io::Result<()> {
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: setting the default disposition installs no handler.
-    unsafe { sigaction(Signal::SIGPIPE, &dfl) }.map_err(io::Error::from)?;
+    for s in Signal::iterator().filter(|s| !matches!(s, Signal::SIGKILL | Signal::SIGSTOP)) {
+        // SAFETY: setting the default disposition installs no handler.
+        unsafe { sigaction(s, &dfl) }.map_err(io::Error::from)?;
+    }
+    for signo in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: as above, for the real-time signals nix has no name for.
+        unsafe { libc::signal(signo, libc::SIG_DFL) };
+    }
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None)
         .map_err(io::Error::from)
 }

@@ -240,3 +240,81 @@ pub fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A test program under tests/fixtures/core, as a string for argv.
+pub fn core(name: &str) -> String {
+    fixture("core").join(name).to_string_lossy().into_owned()
+}
+
+/// A fresh directory removed at the end of the test.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A path inside `dir`, as a string for argv.
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> String {
+    dir.path().join(name).to_string_lossy().into_owned()
+}
+
+/// Polls `check` until it returns `Some`, failing after [`PATIENCE`] with
+/// `what` in the message. For events only visible in /proc or a file.
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the file's complete lines satisfy `done`; returns them.
+pub fn wait_lines(path: &str, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    wait_until(what, || {
+        let text = std::fs::read_to_string(path).ok()?;
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<String> = complete.lines().map(str::to_owned).collect();
+        done(&lines).then_some(lines)
+    })
+}
+
+/// Waits until the file has a line equal to `line`.
+pub fn wait_for_line(path: &str, line: &str) -> Vec<String> {
+    wait_lines(path, &format!("line {line:?} in {path}"), |l| l.iter().any(|x| x == line))
+}
+
+/// The pid named in a log line's `pid=N` field.
+pub fn pid_field(line: &str) -> i32 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid= in {line:?}"))
+}
+
+/// The direct children of `pid` (from /proc/PID/task/*/children).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
+/// The one-letter state of a process (R, S, T, Z...), if it exists.
+pub fn state_of(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Starts procward as PID 1 of a new PID namespace (`unshare --pid --fork
+/// --mount-proc`); returns it with procward's pid as seen from here.
+pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
+    let run = Running::start_cmd(
+        Command::new("unshare").args(["--pid", "--fork", "--mount-proc"]).arg(bin()).args(args),
+    );
+    let unshare = run.pid();
+    let pid = wait_until("procward to start under unshare", || children_of(unshare).first().copied());
+    (run, pid)
+}
