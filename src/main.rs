@@ -65,7 +65,10 @@ fn setup_logging(agent: &AgentSettings) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
-        .with_target(false);
+        .with_target(false)
+        // A failed log write (stderr a closed pipe, say) is dropped: the
+        // default reports it with eprintln!, which panics on EPIPE.
+        .log_internal_errors(false);
     match agent.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(false).init(),

@@ -163,9 +163,14 @@ fn child_setup(parent: libc::pid_t, fds: &[(RawFd, RawFd)]) -> io::Result<()> {
 
         move_fds(fds)?;
 
+        // The raw system call, because glibc's signal() refuses 32 and 33
+        // (its own SIGCANCEL and SIGSETXID), which a parent may have left
+        // ignored. All zeros is SIG_DFL with no flags and an empty mask in
+        // every architecture's `struct sigaction` (rt_sigaction(2)).
+        let dfl = [0u64; 4];
         for signo in 1..=libc::SIGRTMAX() {
             if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-                libc::signal(signo, libc::SIG_DFL);
+                libc::syscall(libc::SYS_rt_sigaction, signo, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8);
             }
         }
         libc::sigemptyset(&mut set);
