@@ -15,15 +15,37 @@ fn argv_seen(procward_args: &[&str]) -> String {
 #[test]
 fn arguments_with_spaces_empty_ones_and_dashes_pass_exactly() {
     let got = argv_seen(&[
-        "--no-autorestart", "--", "python3", "-c", PRINT_ARGV,
-        "a b", "", "-x", "--name", "--", "  lead", "tab\there", "--kill-timeout=1",
+        "--no-autorestart",
+        "--",
+        "python3",
+        "-c",
+        PRINT_ARGV,
+        "a b",
+        "",
+        "-x",
+        "--name",
+        "--",
+        "  lead",
+        "tab\there",
+        "--kill-timeout=1",
     ]);
-    assert_eq!(got, r#"["a b", "", "-x", "--name", "--", "  lead", "tab\there", "--kill-timeout=1"]"#);
+    assert_eq!(
+        got,
+        r#"["a b", "", "-x", "--name", "--", "  lead", "tab\there", "--kill-timeout=1"]"#
+    );
 }
 
 #[test]
 fn options_after_the_command_belong_to_the_command_even_without_a_double_dash() {
-    let got = argv_seen(&["--no-autorestart", "python3", "-c", PRINT_ARGV, "--no-autorestart", "-i", "3"]);
+    let got = argv_seen(&[
+        "--no-autorestart",
+        "python3",
+        "-c",
+        PRINT_ARGV,
+        "--no-autorestart",
+        "-i",
+        "3",
+    ]);
     assert_eq!(got, r#"["--no-autorestart", "-i", "3"]"#);
 }
 
@@ -32,15 +54,25 @@ fn environment_and_working_directory_are_inherited() {
     let dir = scratch();
     let (code, out, err) = {
         let mut child = std::process::Command::new(bin())
-            .args(["--no-autorestart", "--", "sh", "-c", "echo \"$PROCWARD_TEST_VAR|$(pwd)\""])
+            .args([
+                "--no-autorestart",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$PROCWARD_TEST_VAR|$(pwd)\"",
+            ])
             .env("PROCWARD_TEST_VAR", "x y")
             .current_dir(dir.path())
             .output()
             .expect("run procward");
-        (code_of(child.status), String::from_utf8_lossy(&child.stdout).into_owned(), {
-            child.stderr.push(b'\n');
-            String::from_utf8_lossy(&child.stderr).into_owned()
-        })
+        (
+            code_of(child.status),
+            String::from_utf8_lossy(&child.stdout).into_owned(),
+            {
+                child.stderr.push(b'\n');
+                String::from_utf8_lossy(&child.stderr).into_owned()
+            },
+        )
     };
     assert_eq!(code, 0, "{err}");
     let real = dir.path().canonicalize().unwrap();

@@ -11,7 +11,17 @@ fn procward_keeps_working_when_its_stderr_is_a_closed_pipe() {
     let dir = scratch();
     let out = path_in(&dir, "signals");
     let mut child = Command::new(bin())
-        .args(["--", "python3", &core("catch.py"), &out, "child", "--exit", "2:0", "--exit", "15:9"])
+        .args([
+            "--",
+            "python3",
+            &core("catch.py"),
+            &out,
+            "child",
+            "--exit",
+            "2:0",
+            "--exit",
+            "15:9",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn procward");
@@ -22,10 +32,15 @@ fn procward_keeps_working_when_its_stderr_is_a_closed_pipe() {
     wait_for_line(&out, &format!("child {}", libc::SIGUSR1));
     // A reload logs several lines, each failing with EPIPE.
     send(pid, libc::SIGHUP);
-    wait_lines(&out, "a second start", |l| l.iter().filter(|x| x.contains(" ready ")).count() == 2);
+    wait_lines(&out, "a second start", |l| {
+        l.iter().filter(|x| x.contains(" ready ")).count() == 2
+    });
     send(pid, libc::SIGTERM);
     let status = wait_timeout(&mut child, PATIENCE).expect("procward did not exit");
     assert_eq!(code_of(status), 9);
     let text = std::fs::read_to_string(&out).unwrap();
-    assert!(!text.contains(&format!("child {}\n", libc::SIGPIPE)), "procward's own SIGPIPE was forwarded:\n{text}");
+    assert!(
+        !text.contains(&format!("child {}\n", libc::SIGPIPE)),
+        "procward's own SIGPIPE was forwarded:\n{text}"
+    );
 }

@@ -7,7 +7,13 @@ use common::*;
 #[test]
 fn exit_codes_pass_through_unchanged() {
     for code in [0, 1, 42, 255] {
-        let (got, _, _) = run_to_end(&["--no-autorestart", "--", "sh", "-c", &format!("exit {code}")]);
+        let (got, _, _) = run_to_end(&[
+            "--no-autorestart",
+            "--",
+            "sh",
+            "-c",
+            &format!("exit {code}"),
+        ]);
         assert_eq!(got, code, "sh exiting {code}");
     }
 }
@@ -31,7 +37,10 @@ fn an_app_killed_by_signal_n_gives_128_plus_n() {
 fn a_missing_command_exits_127_with_a_clear_message() {
     let (got, _, err) = run_to_end(&["--", "no-such-command-procward"]);
     assert_eq!(got, 127);
-    assert!(err.contains("cannot run `no-such-command-procward`: No such file or directory"), "{err}");
+    assert!(
+        err.contains("cannot run `no-such-command-procward`: No such file or directory"),
+        "{err}"
+    );
     assert!(err.contains("check the command name and PATH"), "{err}");
 }
 

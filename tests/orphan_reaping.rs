@@ -14,8 +14,13 @@ fn five_hundred_orphaned_grandchildren_are_reaped_by_the_subreaper() {
     });
     let me = run.pid().to_string();
     let strangers: Vec<&String> = lines.iter().filter(|l| *l != "done" && **l != me).collect();
-    assert!(strangers.is_empty(), "orphans re-parented elsewhere than procward ({me}): {strangers:?}");
-    wait_until("no zombie left under procward", || zombies_of(run.pid()).is_empty().then_some(()));
+    assert!(
+        strangers.is_empty(),
+        "orphans re-parented elsewhere than procward ({me}): {strangers:?}"
+    );
+    wait_until("no zombie left under procward", || {
+        zombies_of(run.pid()).is_empty().then_some(())
+    });
     assert!(alive(run.pid()));
     run.signal(libc::SIGTERM);
     assert_eq!(code_of(run.wait_exit()), 0);

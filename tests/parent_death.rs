@@ -11,5 +11,7 @@ fn sigkill_to_procward_takes_the_app_down() {
     assert!(alive(app));
     run.signal(libc::SIGKILL);
     run.wait_exit();
-    wait_until("the app to die after procward", || (!alive(app)).then_some(()));
+    wait_until("the app to die after procward", || {
+        (!alive(app)).then_some(())
+    });
 }

@@ -23,7 +23,11 @@ fn a_crash_loop_with_pm2_defaults_stops_after_16_starts_and_fails() {
     let out = path_in(&dir, "starts");
     let script = format!("echo start >> {out}; exit 5");
     let mut run = Running::start(&["--", "sh", "-c", &script]);
-    assert_eq!(code_of(run.wait_exit()), 5, "errored exit keeps the app's code");
+    assert_eq!(
+        code_of(run.wait_exit()),
+        5,
+        "errored exit keeps the app's code"
+    );
     let starts = std::fs::read_to_string(&out).unwrap().lines().count();
     assert_eq!(starts, 16, "max_restarts 16 (PM2's default)");
     assert_eq!(run.count_lines(&["to=\"online\"", "reason=\"crash\""]), 15);
@@ -44,8 +48,15 @@ fn exponential_backoff_grows_by_half_each_restart() {
     let dir = scratch();
     let out = path_in(&dir, "starts");
     let mut run = Running::start(&[
-        "--exp-backoff-restart-delay", "100ms", "--max-restarts", "6", "--",
-        "node", &core("crash.js"), &out, "3",
+        "--exp-backoff-restart-delay",
+        "100ms",
+        "--max-restarts",
+        "6",
+        "--",
+        "node",
+        &core("crash.js"),
+        &out,
+        "3",
     ]);
     assert_eq!(code_of(run.wait_exit()), 3);
     let g = gaps(&starts_ms(&out));
@@ -54,7 +65,10 @@ fn exponential_backoff_grows_by_half_each_restart() {
     assert_eq!(g.len(), want.len(), "starts: {g:?}");
     for (got, min) in g.iter().zip(want) {
         // Lower bound exact; upper bound generous (node start-up, 2 busy cores).
-        assert!(*got >= min && *got < min + 2000.0, "gaps {g:?}, expected about {want:?}");
+        assert!(
+            *got >= min && *got < min + 2000.0,
+            "gaps {g:?}, expected about {want:?}"
+        );
     }
     assert_eq!(run.count_lines(&["restart delayed", "delay_ms=505"]), 1);
 }
@@ -64,7 +78,15 @@ fn restart_delay_waits_between_each_restart() {
     let dir = scratch();
     let out = path_in(&dir, "starts");
     let mut run = Running::start(&[
-        "--restart-delay", "300ms", "--max-restarts", "3", "--", "node", &core("crash.js"), &out, "1",
+        "--restart-delay",
+        "300ms",
+        "--max-restarts",
+        "3",
+        "--",
+        "node",
+        &core("crash.js"),
+        &out,
+        "1",
     ]);
     assert_eq!(code_of(run.wait_exit()), 1);
     let g = gaps(&starts_ms(&out));
@@ -78,7 +100,9 @@ fn a_stop_exit_code_ends_supervision_without_a_restart() {
     let dir = scratch();
     let out = path_in(&dir, "starts");
     // Crashes with 4 twice, then exits with 3, a stop exit code.
-    let script = format!("n=$(cat {out} 2>/dev/null | wc -l); echo start >> {out}; [ $n -ge 2 ] && exit 3; exit 4");
+    let script = format!(
+        "n=$(cat {out} 2>/dev/null | wc -l); echo start >> {out}; [ $n -ge 2 ] && exit 3; exit 4"
+    );
     let mut run = Running::start(&["--stop-exit-codes", "3", "--", "sh", "-c", &script]);
     assert_eq!(code_of(run.wait_exit()), 3);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
@@ -105,7 +129,16 @@ fn a_stable_run_resets_the_unstable_count() {
     let script = format!(
         "n=$(cat {out} 2>/dev/null | wc -l); echo start >> {out}; [ $n -eq 2 ] && sleep 0.5; exit 6"
     );
-    let mut run = Running::start(&["--min-uptime", "300ms", "--max-restarts", "3", "--", "sh", "-c", &script]);
+    let mut run = Running::start(&[
+        "--min-uptime",
+        "300ms",
+        "--max-restarts",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert_eq!(code_of(run.wait_exit()), 6);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
 }

@@ -10,10 +10,27 @@ use common::*;
 fn forwarded() -> Vec<i32> {
     let rt = libc::SIGRTMIN();
     vec![
-        libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGCONT, libc::SIGALRM, libc::SIGPIPE,
-        libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGURG, libc::SIGIO, libc::SIGPWR,
-        libc::SIGVTALRM, libc::SIGPROF, libc::SIGXCPU, libc::SIGXFSZ, libc::SIGSTKFLT,
-        rt, rt + 1, rt + 7, libc::SIGRTMAX(),
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGCONT,
+        libc::SIGALRM,
+        libc::SIGPIPE,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGURG,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGSTKFLT,
+        rt,
+        rt + 1,
+        rt + 7,
+        libc::SIGRTMAX(),
     ]
 }
 
@@ -28,16 +45,19 @@ fn start_family(out: &str, extra: &[&str]) -> Running {
     args.extend(["--", "sh", "-c", &script]);
     let run = Running::start(&args);
     wait_lines(out, "child and grandchild ready", |l| {
-        l.iter().any(|x| x.starts_with("child ready")) && l.iter().any(|x| x.starts_with("grandchild ready"))
+        l.iter().any(|x| x.starts_with("child ready"))
+            && l.iter().any(|x| x.starts_with("grandchild ready"))
     });
     run
 }
 
 fn both_got(run: &Running, out: &str, signo: i32) {
     let (c, g) = (format!("child {signo}"), format!("grandchild {signo}"));
-    wait_lines(out, &format!("signal {signo} at child and grandchild"), |l| {
-        l.contains(&c) && l.contains(&g)
-    });
+    wait_lines(
+        out,
+        &format!("signal {signo} at child and grandchild"),
+        |l| l.contains(&c) && l.contains(&g),
+    );
     assert!(alive(run.pid()), "procward died after signal {signo}");
 }
 
@@ -60,7 +80,11 @@ fn sighup_is_forwarded_with_sighup_forward() {
     let mut run = start_family(&out, &["--sighup", "forward"]);
     run.signal(libc::SIGHUP);
     both_got(&run, &out, libc::SIGHUP);
-    assert_eq!(run.count_lines(&["reason=\"reload\""]), 0, "SIGHUP must not reload here");
+    assert_eq!(
+        run.count_lines(&["reason=\"reload\""]),
+        0,
+        "SIGHUP must not reload here"
+    );
     stop(run);
 }
 
@@ -75,7 +99,10 @@ fn sigchld_sent_to_procward_is_not_forwarded() {
     run.signal(libc::SIGWINCH);
     both_got(&run, &out, libc::SIGWINCH);
     let text = std::fs::read_to_string(&out).unwrap();
-    assert!(!text.contains(&format!("child {}", libc::SIGCHLD)), "{text}");
+    assert!(
+        !text.contains(&format!("child {}", libc::SIGCHLD)),
+        "{text}"
+    );
     stop(run);
 }
 

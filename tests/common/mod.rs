@@ -264,7 +264,10 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = check() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -281,7 +284,9 @@ pub fn wait_lines(path: &str, what: &str, done: impl Fn(&[String]) -> bool) -> V
 
 /// Waits until the file has a line equal to `line`.
 pub fn wait_for_line(path: &str, line: &str) -> Vec<String> {
-    wait_lines(path, &format!("line {line:?} in {path}"), |l| l.iter().any(|x| x == line))
+    wait_lines(path, &format!("line {line:?} in {path}"), |l| {
+        l.iter().any(|x| x == line)
+    })
 }
 
 /// The pid named in a log line's `pid=N` field.
@@ -294,10 +299,15 @@ pub fn pid_field(line: &str) -> i32 {
 /// The direct children of `pid` (from /proc/PID/task/*/children).
 pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for t in tasks.flatten() {
         let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
     }
     out
 }
@@ -312,9 +322,14 @@ pub fn state_of(pid: i32) -> Option<char> {
 /// --mount-proc`); returns it with procward's pid as seen from here.
 pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
     let run = Running::start_cmd(
-        Command::new("unshare").args(["--pid", "--fork", "--mount-proc"]).arg(bin()).args(args),
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc"])
+            .arg(bin())
+            .args(args),
     );
     let unshare = run.pid();
-    let pid = wait_until("procward to start under unshare", || children_of(unshare).first().copied());
+    let pid = wait_until("procward to start under unshare", || {
+        children_of(unshare).first().copied()
+    });
     (run, pid)
 }
