@@ -43,19 +43,25 @@ have() {
     return 1
 }
 
-echo "building procward (release) and the probe..." >&2
+# procward twice: static, as deploy/docker/Dockerfile ships it, and the
+# default dynamically linked `cargo build --release`.
+echo "building procward (release, static and dynamic) and the probe..." >&2
+host=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target "$host" 2>/dev/null
 cargo build --release --quiet 2>/dev/null
-PW=$PWD/target/release/procward
+PW=$PWD/target/$host/release/procward
+PWD_DYN=$PWD/target/release/procward
 rustc -O --edition 2021 -o "$work/probe" benches/probe.rs
 PROBE=$work/probe
 
-peers=(procward)
+peers=(procward procward-dyn)
 for p in tini dumb-init catatonit; do have "$p" && peers+=("$p"); done
 # The same wrapper as each would be used in a container, not as PID 1 here
 # (tini and catatonit need to be a subreaper to reap outside PID 1).
 wrap() {
     case $1 in
         procward) echo "$PW --no-autorestart --" ;;
+        procward-dyn) echo "$PWD_DYN --no-autorestart --" ;;
         tini) echo "tini -s --" ;;
         dumb-init) echo "dumb-init" ;;
         catatonit) echo "catatonit --" ;;
@@ -65,6 +71,7 @@ wrap() {
 wrap_pid1() {
     case $1 in
         procward) echo "$PW --no-autorestart --" ;;
+        procward-dyn) echo "$PWD_DYN --no-autorestart --" ;;
         tini) echo "tini --" ;;
         dumb-init) echo "dumb-init" ;;
         catatonit) echo "catatonit --" ;;
@@ -73,7 +80,7 @@ wrap_pid1() {
 
 echo
 echo "machine: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "procward: $($PW --version) ($(stat -c %s "$PW") bytes)"
+echo "procward: $($PW --version), static $(stat -c %s "$PW") bytes, dynamic $(stat -c %s "$PWD_DYN") bytes"
 
 # --- 1. wrap overhead ---
 echo
