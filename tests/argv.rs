@@ -52,28 +52,23 @@ fn options_after_the_command_belong_to_the_command_even_without_a_double_dash() 
 #[test]
 fn environment_and_working_directory_are_inherited() {
     let dir = scratch();
-    let (code, out, err) = {
-        let mut child = std::process::Command::new(bin())
-            .args([
-                "--no-autorestart",
-                "--",
-                "sh",
-                "-c",
-                "echo \"$PROCWARD_TEST_VAR|$(pwd)\"",
-            ])
-            .env("PROCWARD_TEST_VAR", "x y")
-            .current_dir(dir.path())
-            .output()
-            .expect("run procward");
-        (
-            code_of(child.status),
-            String::from_utf8_lossy(&child.stdout).into_owned(),
-            {
-                child.stderr.push(b'\n');
-                String::from_utf8_lossy(&child.stderr).into_owned()
-            },
-        )
-    };
+    let output = std::process::Command::new(bin())
+        .args([
+            "--no-autorestart",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$PROCWARD_TEST_VAR|$(pwd -P)\"",
+        ])
+        .env("PROCWARD_TEST_VAR", "x y")
+        .current_dir(dir.path())
+        .output()
+        .expect("run procward");
+    let (code, err) = (
+        code_of(output.status),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
     assert_eq!(code, 0, "{err}");
     let real = dir.path().canonicalize().unwrap();
     assert_eq!(out.trim_end(), format!("x y|{}", real.display()));

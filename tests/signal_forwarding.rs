@@ -65,7 +65,7 @@ fn both_got(run: &Running, out: &str, signo: i32) {
 fn every_catchable_signal_reaches_the_child_and_its_grandchild() {
     let dir = scratch();
     let out = path_in(&dir, "signals");
-    let mut run = start_family(&out, &[]);
+    let run = start_family(&out, &[]);
     for signo in forwarded() {
         run.signal(signo);
         both_got(&run, &out, signo);
