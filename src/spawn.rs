@@ -6,12 +6,14 @@
 //! which would reap it behind the one reaper's back). The `pre_exec` closure
 //! runs between fork and exec, where only async-signal-safe calls are allowed:
 //! it allocates nothing and logs nothing. Its steps, in order:
-//! 1. block SIGTTOU/SIGTTIN, so taking the terminal cannot stop the child;
-//! 2. own process group (setpgid(2)), and the terminal's foreground if stdin
-//!    is one (tcsetpgrp(3); ENOTTY is the usual, expected answer);
-//! 3. PR_SET_PDEATHSIG = SIGKILL (prctl(2)), so nothing outlives procward;
-//! 4. extra descriptors moved to the numbers the child expects;
-//! 5. every signal disposition back to default and an empty mask, whatever
+//! 1. own process group (setpgid(2)). The terminal's foreground stays with
+//!    procward, as nextest keeps it (its signal-handling design note): a
+//!    Ctrl-C reaches procward, which stops the apps, instead of killing the
+//!    app behind its back to be restarted. An app that reads the terminal
+//!    gets SIGTTIN, as any background job does;
+//! 2. PR_SET_PDEATHSIG = SIGKILL (prctl(2)), so nothing outlives procward;
+//! 3. extra descriptors moved to the numbers the child expects;
+//! 4. every signal disposition back to default and an empty mask, whatever
 //!    procward blocks itself (tini's `restore_signals`; an ignored signal
 //!    would otherwise stay ignored across exec).
 
@@ -135,18 +137,8 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
 fn child_setup(parent: libc::pid_t, fds: &[(RawFd, RawFd)]) -> io::Result<()> {
     // SAFETY: plain system calls on stack data.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTTOU);
-        libc::sigaddset(&mut set, libc::SIGTTIN);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-
         if libc::setpgid(0, 0) != 0 {
             return Err(io::Error::last_os_error());
-        }
-        // ENOTTY / ENXIO when stdin is no terminal: expected, ignored.
-        if libc::isatty(0) == 1 {
-            libc::tcsetpgrp(0, libc::getpgrp());
         }
 
         libc::prctl(
@@ -170,9 +162,16 @@ fn child_setup(parent: libc::pid_t, fds: &[(RawFd, RawFd)]) -> io::Result<()> {
         let dfl = [0u64; 4];
         for signo in 1..=libc::SIGRTMAX() {
             if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-                libc::syscall(libc::SYS_rt_sigaction, signo, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signo,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8,
+                );
             }
         }
+        let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
