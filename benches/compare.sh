@@ -51,7 +51,7 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target
 cargo build --release --quiet 2>/dev/null
 PW=$PWD/target/$host/release/procward
 PWD_DYN=$PWD/target/release/procward
-rustc -O --edition 2021 -o "$work/probe" benches/probe.rs
+rustc -O --edition 2021 -o "$work/probe" benches/support/probe.rs
 PROBE=$work/probe
 
 peers=(procward procward-dyn)

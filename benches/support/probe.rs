@@ -1,4 +1,5 @@
-//! Measuring helper for benches/compare.sh; std only, built with plain
+//! Measuring helper for benches/compare.sh (kept out of `cargo bench`
+//! discovery in this directory); std only, built with plain
 //! `rustc -O`. Three modes:
 //!
 //! - `probe stamp FILE`: the crashing app of the restart benchmark. Appends
