@@ -25,13 +25,13 @@ fn arguments_with_spaces_empty_ones_and_dashes_pass_exactly() {
         "-x",
         "--name",
         "--",
-        "  lead",
+        "  leading",
         "tab\there",
         "--kill-timeout=1",
     ]);
     assert_eq!(
         got,
-        r#"["a b", "", "-x", "--name", "--", "  lead", "tab\there", "--kill-timeout=1"]"#
+        r#"["a b", "", "-x", "--name", "--", "  leading", "tab\there", "--kill-timeout=1"]"#
     );
 }
 

@@ -1,4 +1,4 @@
-//! Measuring helper for benches/compare.sh (kept out of `cargo bench`
+//! The measuring program for benches/compare.sh (kept out of `cargo bench`
 //! discovery in this directory); std only, built with plain
 //! `rustc -O`. Three modes:
 //!
@@ -63,7 +63,11 @@ fn usr1_set() -> SigSet {
 
 fn stamp(path: &str) -> ! {
     let start = now_ns();
-    let mut f = OpenOptions::new().create(true).append(true).open(path).expect("open stamp file");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open stamp file");
     let end = now_ns();
     let _ = writeln!(f, "{start} {end}");
     std::process::exit(1)
@@ -74,7 +78,10 @@ fn child() -> ! {
     // SAFETY: blocking a signal in a single-threaded process.
     unsafe { sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut()) };
     let path = std::env::var("PROBE_FIFO").expect("PROBE_FIFO");
-    let mut fifo = OpenOptions::new().write(true).open(path).expect("open fifo");
+    let mut fifo = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open fifo");
     fifo.write_all(&0u64.to_ne_bytes()).unwrap();
     let mut info = [0u8; 128];
     loop {
@@ -97,7 +104,8 @@ fn read_u64(f: &mut File) -> u64 {
 fn first_child(pid: u32) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         if let Some(c) = text.split_whitespace().next() {
             return c.parse().unwrap();
         }
@@ -114,7 +122,11 @@ fn latency(n: usize, target: &str, cmd: &[String]) {
     // SAFETY: mkfifo on a NUL-terminated path.
     assert_eq!(unsafe { mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
     // Read-write, so opening does not wait for the writer.
-    let mut fifo = OpenOptions::new().read(true).write(true).open(&fifo_path).unwrap();
+    let mut fifo = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo_path)
+        .unwrap();
     let mut proc = Command::new(&cmd[0])
         .args(&cmd[1..])
         .env("PROBE_FIFO", &fifo_path)
@@ -153,7 +165,12 @@ fn latency(n: usize, target: &str, cmd: &[String]) {
     let _ = std::fs::remove_dir_all(&dir);
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let mean = lat.iter().sum::<f64>() / lat.len() as f64;
-    println!("{:.1} {:.1} {:.1}", lat[lat.len() / 2], lat[lat.len() * 9 / 10], mean);
+    println!(
+        "{:.1} {:.1} {:.1}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        mean
+    );
 }
 
 fn main() {
