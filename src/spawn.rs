@@ -2,26 +2,28 @@
 //! inherited file descriptors, and a clean signal state in its own process
 //! group.
 //!
-//! The child is made with `std::process::Command` (never `tokio::process`,
-//! which would reap it behind the one reaper's back). The `pre_exec` closure
-//! runs between fork and exec, where only async-signal-safe calls are allowed:
-//! it allocates nothing and logs nothing. Its steps, in order:
+//! The child is made with clone(CLONE_VM | CLONE_VFORK), as glibc's
+//! posix_spawn makes it, and never with `tokio::process`, which would reap it
+//! behind the one reaper's back. Between clone and exec only async-signal-safe
+//! calls are allowed: the child allocates nothing and logs nothing, and
+//! everything it needs is prepared before. Its steps, in order:
 //! 1. own process group (setpgid(2)). The terminal's foreground stays with
 //!    procward, as nextest keeps it (its signal-handling design note): a
 //!    Ctrl-C reaches procward, which stops the apps, instead of killing the
 //!    app behind its back to be restarted. An app that reads the terminal
 //!    gets SIGTTIN, as any background job does;
 //! 2. PR_SET_PDEATHSIG = SIGKILL (prctl(2)), so nothing outlives procward;
-//! 3. extra descriptors moved to the numbers the child expects;
+//! 3. extra descriptors moved to the numbers the child expects, then the
+//!    working directory, group and user;
 //! 4. every signal disposition back to default and an empty mask, whatever
 //!    procward blocks itself (tini's `restore_signals`; an ignored signal
 //!    would otherwise stay ignored across exec).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::exit;
 
@@ -98,84 +100,267 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
         program: req.argv[0].clone(),
         error,
     };
-    if req.fds.len() > MAX_EXTRA_FDS {
-        return Err(err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "too many descriptors",
-        )));
+    let plan = ChildPlan::new(req).map_err(err)?;
+    // The child runs on its own stack in procward's memory (CLONE_VM), and
+    // procward is suspended until it has called execve or _exit
+    // (CLONE_VFORK): no page tables are copied and no page is faulted in
+    // copy-on-write, which is most of the cost of fork for a process of
+    // procward's size. This is how glibc's posix_spawn works; posix_spawn
+    // itself cannot set PR_SET_PDEATHSIG.
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: the stack is ours and outlives the child's use of it (the
+    // parent is suspended until exec or exit); `child_main` only reads the
+    // plan and writes its `error` slot.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(CHILD_STACK) as *mut libc::c_void;
+        libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &plan as *const ChildPlan as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(err(io::Error::last_os_error()));
     }
-    let mut cmd = Command::new(&req.argv[0]);
-    cmd.args(&req.argv[1..]);
-    for k in SCRUBBED_ENV {
-        cmd.env_remove(k);
+    let errno = plan.error.load(Ordering::Acquire);
+    if errno != 0 {
+        // The child never became the app: it has already exited, and
+        // nobody else knows its pid, so it is collected here rather than
+        // by the reaper (as std::process::Command does in the same case).
+        // SAFETY: waitpid(2) on our own exited child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+        return Err(err(io::Error::from_raw_os_error(errno)));
     }
-    for (k, v) in &req.env {
-        cmd.env(k, v);
-    }
-    if let Some(dir) = req.cwd {
-        cmd.current_dir(dir);
-    }
-    if let Some(gid) = req.gid {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = req.uid {
-        cmd.uid(uid);
-    }
-    let mut fds = [(-1, -1); MAX_EXTRA_FDS];
-    fds[..req.fds.len()].copy_from_slice(&req.fds);
-    let nfds = req.fds.len();
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure makes only async-signal-safe calls (signal(7)) on
-    // data copied into it before fork; it does not allocate.
-    unsafe {
-        cmd.pre_exec(move || child_setup(parent, &fds[..nfds]));
-    }
-    cmd.spawn().map(|c| c.id() as i32).map_err(err)
+    Ok(pid)
 }
 
-/// Runs in the child between fork and exec: async-signal-safe calls only.
-fn child_setup(parent: libc::pid_t, fds: &[(RawFd, RawFd)]) -> io::Result<()> {
-    // SAFETY: plain system calls on stack data.
-    unsafe {
-        if libc::setpgid(0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
+/// Size of the stack the child runs on until it calls execve.
+const CHILD_STACK: usize = 64 * 1024;
 
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-        // procward died between fork and prctl: the signal will never come.
-        if libc::getppid() != parent {
-            libc::_exit(exit::SETUP);
-        }
+/// Everything the child needs, prepared before the clone so that the child
+/// allocates nothing.
+struct ChildPlan {
+    /// Paths to try in order (execvp(3)'s PATH search, done here).
+    candidates: Vec<CString>,
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: Option<CString>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    fds: [(RawFd, RawFd); MAX_EXTRA_FDS],
+    nfds: usize,
+    parent: libc::pid_t,
+    /// Set by the child to the errno of what failed; 0 once exec succeeded.
+    error: AtomicI32,
+}
 
-        move_fds(fds)?;
-
-        // The raw system call, because glibc's signal() refuses 32 and 33
-        // (its own SIGCANCEL and SIGSETXID), which a parent may have left
-        // ignored. All zeros is SIG_DFL with no flags and an empty mask in
-        // every architecture's `struct sigaction` (rt_sigaction(2)).
-        let dfl = [0u64; 4];
-        for signo in 1..=libc::SIGRTMAX() {
-            if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signo,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8,
-                );
-            }
+impl ChildPlan {
+    fn new(req: &SpawnRequest<'_>) -> io::Result<ChildPlan> {
+        let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
+        if req.fds.len() > MAX_EXTRA_FDS {
+            return Err(invalid("too many descriptors"));
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        let cstr = |b: &[u8]| {
+            CString::new(b).map_err(|_| {
+                invalid("a NUL byte in the command line, environment or working directory")
+            })
+        };
+        let argv: Vec<CString> = req
+            .argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let env = environment(&req.env);
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                cstr(&kv)
+            })
+            .collect::<io::Result<_>>()?;
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_bytes().to_vec())
+            .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
+        let candidates = candidates(req.argv[0].as_bytes(), &path)
+            .into_iter()
+            .map(|c| cstr(&c))
+            .collect::<io::Result<_>>()?;
+        let cwd = req
+            .cwd
+            .map(|d| cstr(d.as_os_str().as_bytes()))
+            .transpose()?;
+        let mut fds = [(-1, -1); MAX_EXTRA_FDS];
+        fds[..req.fds.len()].copy_from_slice(&req.fds);
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        Ok(ChildPlan {
+            candidates,
+            argv_ptrs: ptrs(&argv),
+            _argv: argv,
+            envp_ptrs: ptrs(&envp),
+            _envp: envp,
+            cwd,
+            uid: req.uid,
+            gid: req.gid,
+            fds,
+            nfds: req.fds.len(),
+            parent: std::process::id() as libc::pid_t,
+            error: AtomicI32::new(0),
+        })
     }
+}
+
+/// procward's environment without [`SCRUBBED_ENV`], with `set` applied over
+/// it: an existing variable keeps its place, a new one is appended.
+fn environment(set: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !SCRUBBED_ENV.iter().any(|s| k == s))
+        .collect();
+    for (k, v) in set {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    env
+}
+
+/// The paths execvp(3) would try for `program`: itself when it contains a
+/// slash, else each PATH directory in turn (an empty entry is the current
+/// directory).
+fn candidates(program: &[u8], path: &[u8]) -> Vec<Vec<u8>> {
+    if program.contains(&b'/') || program.is_empty() {
+        return vec![program.to_vec()];
+    }
+    path.split(|b| *b == b':')
+        .map(|dir| {
+            let mut p = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            p.push(b'/');
+            p.extend_from_slice(program);
+            p
+        })
+        .collect()
+}
+
+/// The child, between clone and exec: async-signal-safe calls only, and raw
+/// system calls where glibc's wrappers would touch other threads (setuid,
+/// setgid and setgroups broadcast to every thread of the process, which
+/// here would be procward's).
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the plan, alive while the parent is suspended.
+    let plan = unsafe { &*(arg as *const ChildPlan) };
+    let errno = unsafe { child_setup(plan) }
+        .err()
+        .unwrap_or_else(|| unsafe { exec(plan) });
+    plan.error.store(errno.max(1), Ordering::Release);
+    // SAFETY: leave without running any of procward's exit handlers.
+    unsafe { libc::syscall(libc::SYS_exit, exit::NOT_FOUND) };
+    exit::NOT_FOUND
+}
+
+/// Runs in the child: process group, parent-death signal, descriptors,
+/// working directory, user and group, then clean signal state.
+unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
+    let check = |rc: libc::c_long| if rc < 0 { Err(errno()) } else { Ok(()) };
+    check(libc::setpgid(0, 0) as libc::c_long)?;
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    // procward died before prctl: the signal will never come.
+    if libc::getppid() != plan.parent {
+        libc::syscall(libc::SYS_exit, exit::SETUP);
+    }
+    move_fds(&plan.fds[..plan.nfds]).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if let Some(dir) = &plan.cwd {
+        check(libc::chdir(dir.as_ptr()) as libc::c_long)?;
+    }
+    if let Some(gid) = plan.gid {
+        check(libc::syscall(
+            libc::SYS_setgroups,
+            0,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+        check(libc::syscall(libc::SYS_setgid, gid))?;
+    }
+    if let Some(uid) = plan.uid {
+        if plan.gid.is_none() {
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                0,
+                std::ptr::null::<libc::gid_t>(),
+            ))?;
+        }
+        check(libc::syscall(libc::SYS_setuid, uid))?;
+    }
+    // The raw system call, because glibc's signal() refuses 32 and 33
+    // (its own SIGCANCEL and SIGSETXID), which a parent may have left
+    // ignored. All zeros is SIG_DFL with no flags and an empty mask in
+    // every architecture's `struct sigaction` (rt_sigaction(2)).
+    let dfl = [0u64; 4];
+    for signo in 1..=libc::SIGRTMAX() {
+        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+        }
+    }
+    let empty = [0u64; 1];
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        empty.as_ptr(),
+        std::ptr::null_mut::<u64>(),
+        8,
+    );
     Ok(())
+}
+
+/// Tries each candidate as execvp(3) does; returns the errno to report
+/// (EACCES if any candidate was found but not executable, else the last).
+unsafe fn exec(plan: &ChildPlan) -> i32 {
+    let mut result = libc::ENOENT;
+    for path in &plan.candidates {
+        libc::execve(
+            path.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => result = libc::EACCES,
+            other => return other,
+        }
+    }
+    result
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Moves each (source, target) descriptor into place without clobbering a

@@ -319,9 +319,10 @@ pub fn state_of(pid: i32) -> Option<char> {
 }
 
 /// Starts procward as PID 1 of a new PID namespace (`unshare --pid --fork
-/// --mount-proc`); returns it with procward's pid as seen from here.
+/// --mount-proc`); returns it with procward's pid as seen from here (0 if
+/// it had already exited by the time it was looked for).
 pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
-    let run = Running::start_cmd(
+    let mut run = Running::start_cmd(
         Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc"])
             .arg(bin())
@@ -329,7 +330,11 @@ pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
     );
     let unshare = run.pid();
     let pid = wait_until("procward to start under unshare", || {
-        children_of(unshare).first().copied()
+        if let Some(pid) = children_of(unshare).first() {
+            return Some(*pid);
+        }
+        // A short-lived app: everything may be over before we look.
+        matches!(run.child.try_wait(), Ok(Some(_))).then_some(0)
     });
     (run, pid)
 }
