@@ -47,7 +47,7 @@ have() {
 # default dynamically linked `cargo build --release`.
 echo "building procward (release, static and dynamic) and the probe..." >&2
 host=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet --target "$host" 2>/dev/null
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" cargo build --release --quiet --target "$host" 2>/dev/null
 cargo build --release --quiet 2>/dev/null
 PW=$PWD/target/$host/release/procward
 PWD_DYN=$PWD/target/release/procward
