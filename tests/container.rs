@@ -21,7 +21,10 @@ fn static_binary() -> PathBuf {
         let target_dir = root.join("target/static");
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C relocation-model=static",
+            )
             .env("CARGO_TARGET_DIR", &target_dir)
             .current_dir(root)
             .status()

@@ -122,6 +122,7 @@ impl Supervisor {
         loop {
             self.obs
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
+            self.advance_reload();
             self.after_event();
             if let Some(code) = self.finished() {
                 return code;
@@ -273,6 +274,20 @@ impl Supervisor {
         self.reload_next();
     }
 
+    /// Moves a reload on once the instance in flight is ready again (or
+    /// has failed): called after every event.
+    fn advance_reload(&mut self) {
+        if let Some((a, i)) = self.reloading {
+            if !matches!(
+                self.apps[a].instances[i].state,
+                State::Starting { .. } | State::Stopping { .. }
+            ) {
+                self.reloading = None;
+                self.reload_next();
+            }
+        }
+    }
+
     fn reload_next(&mut self) {
         while self.reloading.is_none() {
             let Some(slot) = self.reload_queue.pop_front() else {
@@ -404,12 +419,6 @@ impl Supervisor {
                 );
             }
         }
-        if self.reloading == Some(slot)
-            && !matches!(self.apps[a].instances[i].state, State::Starting { .. })
-        {
-            self.reloading = None;
-            self.reload_next();
-        }
     }
 
     fn errored(&mut self, slot: Slot, status: ExitStatus) {
@@ -471,15 +480,6 @@ impl Supervisor {
             }
         }
         self.on_watchdog_deadlines(now);
-        if let Some(slot) = self.reloading {
-            if !matches!(
-                self.apps[slot.0].instances[slot.1].state,
-                State::Starting { .. } | State::Stopping { .. }
-            ) {
-                self.reloading = None;
-                self.reload_next();
-            }
-        }
     }
 
     /// Starts a process for the instance; `reason` is set for a restart.

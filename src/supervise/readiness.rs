@@ -186,18 +186,8 @@ impl Supervisor {
         }
     }
 
-    /// After every event: move a reload on once its instance is ready again,
-    /// and tell the service manager what changed.
+    /// After every event: tell the service manager what changed.
     pub(super) fn after_event(&mut self) {
-        if let Some(slot) = self.reloading {
-            if !matches!(
-                self.apps[slot.0].instances[slot.1].state,
-                State::Starting { .. } | State::Stopping { .. }
-            ) {
-                self.reloading = None;
-                self.reload_next();
-            }
-        }
         let view = self.view();
         self.ready.manager.update(&view, Instant::now());
     }
