@@ -107,11 +107,13 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
     // copy-on-write, which is most of the cost of fork for a process of
     // procward's size. This is how glibc's posix_spawn works; posix_spawn
     // itself cannot set PR_SET_PDEATHSIG.
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Left uninitialized: zeroing it would fault in every page of it.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     // SAFETY: the stack is ours and outlives the child's use of it (the
     // parent is suspended until exec or exit); `child_main` only reads the
     // plan and writes its `error` slot.
     let pid = unsafe {
+        // One past the end of the allocation; glibc's clone aligns it.
         let top = stack.as_mut_ptr().add(CHILD_STACK) as *mut libc::c_void;
         libc::clone(
             child_main,
@@ -403,4 +405,48 @@ pub fn signal_group(pgid: i32, signo: i32) -> io::Result<()> {
 /// Convenience for building the environment list.
 pub fn var(k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> (OsString, OsString) {
     (k.as_ref().to_owned(), v.as_ref().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_is_looked_up_in_path_as_execvp_does() {
+        let c = |p: &str, path: &str| -> Vec<String> {
+            candidates(p.as_bytes(), path.as_bytes())
+                .into_iter()
+                .map(|v| String::from_utf8(v).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            c("node", "/usr/local/bin:/usr/bin"),
+            ["/usr/local/bin/node", "/usr/bin/node"]
+        );
+        assert_eq!(
+            c("node", "/bin::/usr/bin"),
+            ["/bin/node", "./node", "/usr/bin/node"]
+        );
+        assert_eq!(c("./app.sh", "/bin"), ["./app.sh"]);
+        assert_eq!(c("/bin/sh", "/usr/bin"), ["/bin/sh"]);
+    }
+
+    #[test]
+    fn the_environment_drops_the_service_managers_variables_and_applies_the_apps() {
+        let set = vec![
+            var("NOTIFY_SOCKET", "/run/app.sock"),
+            var("PATH", "/opt/bin"),
+        ];
+        let env = environment(&set);
+        let get = |k: &str| {
+            env.iter()
+                .filter(|(ek, _)| ek == k)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
+        // Set explicitly by procward (its own proxy), so it stays; once.
+        assert_eq!(get("NOTIFY_SOCKET"), [OsString::from("/run/app.sock")]);
+        assert_eq!(get("PATH"), [OsString::from("/opt/bin")]);
+        assert!(get("LISTEN_FDS").is_empty());
+    }
 }

@@ -211,3 +211,40 @@ fn apps_that_ignore_sigterm_are_killed_together_after_one_kill_timeout() {
         "stops were not in parallel: {took:?}"
     );
 }
+
+/// `user:` switches the app to that user and its primary group, with no
+/// supplementary groups left from procward (root).
+#[test]
+fn an_app_with_a_user_runs_as_that_user_and_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dir.path().join("ids");
+    let file = dir.path().join("process.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apps:\n  - name: unprivileged\n    script: /bin/sh\n    interpreter: none\n    user: daemon\n    autorestart: false\n    args: ['-c', 'echo $(id -u) $(id -g) $(id -G) > {}.tmp && mv {}.tmp {}']\n",
+            out.display(),
+            out.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let (uid, gid) = passwd_ids("daemon");
+    let mut run = Running::start(&["run", "-c", file.to_str().unwrap()]);
+    let ids = wait_file(&out);
+    assert_eq!(ids.trim(), format!("{uid} {gid} {gid}"));
+    assert_eq!(common::code_of(run.wait_exit()), 0);
+}
+
+/// (uid, gid) of a user, from /etc/passwd.
+fn passwd_ids(user: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with(&format!("{user}:")))
+        .unwrap_or_else(|| panic!("no {user} in /etc/passwd"));
+    let f: Vec<&str> = line.split(':').collect();
+    (f[2].parse().unwrap(), f[3].parse().unwrap())
+}
