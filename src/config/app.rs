@@ -120,8 +120,7 @@ impl Default for StopPolicy {
 }
 
 /// Where readiness comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadySource {
     /// Ready as soon as it has been spawned (PM2's "online").
     Started,
@@ -133,6 +132,25 @@ pub enum ReadySource {
     Tcp(u16),
     /// An HTTP GET of this URL answers 2xx.
     Http(String),
+}
+
+impl std::fmt::Display for ReadySource {
+    /// The spelling `--ready` and `ready:` take.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadySource::Started => f.write_str("started"),
+            ReadySource::NodeIpc => f.write_str("ipc"),
+            ReadySource::SdNotify => f.write_str("notify"),
+            ReadySource::Tcp(port) => write!(f, "tcp:{port}"),
+            ReadySource::Http(url) => f.write_str(url),
+        }
+    }
+}
+
+impl Serialize for ReadySource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Readiness settings.
