@@ -111,7 +111,7 @@ impl Metrics {
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        const AI: &[&str] = &["app", "instance"];
+        const APP_INSTANCE: &[&str] = &["app", "instance"];
         let build = int_gauges(
             &r,
             "procward_build_info",
@@ -143,9 +143,14 @@ impl Metrics {
             &r,
             "procward_up",
             "1 while the instance has a running process",
-            AI,
+            APP_INSTANCE,
         )?;
-        let ready = int_gauges(&r, "procward_ready", "1 while the instance is ready", AI)?;
+        let ready = int_gauges(
+            &r,
+            "procward_ready",
+            "1 while the instance is ready",
+            APP_INSTANCE,
+        )?;
         let state = int_gauges(
             &r,
             "procward_state",
@@ -159,7 +164,7 @@ impl Metrics {
                     "procward_start_time_seconds",
                     "Unix time the instance's current process was started",
                 ),
-                AI,
+                APP_INSTANCE,
             )?,
         )?;
         let ttr = reg(
@@ -174,19 +179,19 @@ impl Metrics {
             &r,
             "procward_resident_memory_bytes",
             "Resident memory (RSS) of the instance's process tree",
-            AI,
+            APP_INSTANCE,
         )?;
         let pss = int_gauges(
             &r,
             "procward_proportional_memory_bytes",
             "Proportional set size (PSS) of the instance's process tree",
-            AI,
+            APP_INSTANCE,
         )?;
         let limit = int_gauges(
             &r,
             "procward_memory_limit_bytes",
             "max_memory_restart of the instance",
-            AI,
+            APP_INSTANCE,
         )?;
         let cpu = reg(
             &r,
@@ -195,26 +200,26 @@ impl Metrics {
                     "procward_cpu_seconds_total",
                     "User and system CPU time of the instance's process tree",
                 ),
-                AI,
+                APP_INSTANCE,
             )?,
         )?;
         let threads = int_gauges(
             &r,
             "procward_threads",
             "Threads in the instance's process tree",
-            AI,
+            APP_INSTANCE,
         )?;
         let fds = int_gauges(
             &r,
             "procward_open_fds",
             "Open file descriptors in the instance's process tree",
-            AI,
+            APP_INSTANCE,
         )?;
         let processes = int_gauges(
             &r,
             "procward_processes",
             "Processes in the instance's process tree",
-            AI,
+            APP_INSTANCE,
         )?;
         let orphans = reg(
             &r,
@@ -272,46 +277,46 @@ impl Metrics {
             let mut v = Vec::new();
             for i in 0..app.instances.max(1) {
                 let idx = i.to_string();
-                let ai = [app.name.as_str(), idx.as_str()];
-                let l = limit.with_label_values(&ai);
+                let labels = [app.name.as_str(), idx.as_str()];
+                let l = limit.with_label_values(&labels);
                 l.set(app.memory_limit.map_or(0, |m| m as i64));
                 if app.memory_limit.is_none() {
-                    limit.remove_label_values(&ai)?;
+                    limit.remove_label_values(&labels)?;
                 }
                 let pm2 = pm2.as_ref().map(|(up, cpu, mem, uptime, inst, rest)| {
-                    inst.with_label_values(&ai)
+                    inst.with_label_values(&labels)
                         .set(i64::from(app.instances.max(1)));
                     Pm2Series {
-                        up: up.with_label_values(&ai),
-                        cpu: cpu.with_label_values(&ai),
-                        memory: mem.with_label_values(&ai),
-                        uptime: uptime.with_label_values(&ai),
-                        restarts: rest.with_label_values(&ai),
+                        up: up.with_label_values(&labels),
+                        cpu: cpu.with_label_values(&labels),
+                        memory: mem.with_label_values(&labels),
+                        uptime: uptime.with_label_values(&labels),
+                        restarts: rest.with_label_values(&labels),
                     }
                 });
                 // Known from the start, so dashboards and alerts find the
                 // series before the first exit.
-                exits.with_label_values(&[ai[0], ai[1], "0", ""]);
+                exits.with_label_values(&[labels[0], labels[1], "0", ""]);
                 v.push(InstanceMetrics {
                     restarts: Reason::ALL
                         .iter()
-                        .map(|r| restarts.with_label_values(&[ai[0], ai[1], r.as_str()]))
+                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r.as_str()]))
                         .collect(),
-                    up: up.with_label_values(&ai),
-                    ready: ready.with_label_values(&ai),
+                    up: up.with_label_values(&labels),
+                    ready: ready.with_label_values(&labels),
                     state: State::NAMES
                         .iter()
-                        .map(|s| state.with_label_values(&[ai[0], ai[1], s]))
+                        .map(|s| state.with_label_values(&[labels[0], labels[1], s]))
                         .collect(),
-                    start_time: start_time.with_label_values(&ai),
+                    start_time: start_time.with_label_values(&labels),
                     started: None,
-                    rss: rss.with_label_values(&ai),
-                    pss: pss.with_label_values(&ai),
-                    cpu: cpu.with_label_values(&ai),
+                    rss: rss.with_label_values(&labels),
+                    pss: pss.with_label_values(&labels),
+                    cpu: cpu.with_label_values(&labels),
                     last_cpu: (0, 0.0, Instant::now()),
-                    threads: threads.with_label_values(&ai),
-                    fds: fds.with_label_values(&ai),
-                    processes: processes.with_label_values(&ai),
+                    threads: threads.with_label_values(&labels),
+                    fds: fds.with_label_values(&labels),
+                    processes: processes.with_label_values(&labels),
                     pm2,
                 });
             }
