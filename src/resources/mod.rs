@@ -22,7 +22,8 @@ pub use procfs::TreeUsage;
 use crate::supervise::message::Message;
 
 /// Open fds and PSS are read every this many passes (every 10 s at the
-/// default interval); memory, CPU and threads on every pass.
+/// default interval), and one pass after a new process appears; memory,
+/// CPU and threads on every pass.
 pub const SLOW_EVERY: u64 = 10;
 
 /// Samples the trees rooted at the pids in `roots` every `interval` and
@@ -38,12 +39,20 @@ pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc:
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pids: Vec<i32> = Vec::new();
-    for pass in 0u64.. {
+    let mut before: Vec<i32> = Vec::new();
+    // A new process is read in full one interval after it is first seen,
+    // once it has started, rather than as the bare image it is at spawn.
+    let mut fresh = false;
+    for pass in 1u64.. {
         ticks.tick().await;
+        std::mem::swap(&mut pids, &mut before);
         pids.clear();
         pids.extend_from_slice(&roots.borrow());
+        let changed = pids != before;
+        let slow = (fresh && !changed) || pass % SLOW_EVERY == 0;
+        fresh = changed || (fresh && !slow);
         let mut out = Vec::with_capacity(pids.len());
-        scan.scan(&pids, pass % SLOW_EVERY == 0, &mut out);
+        scan.scan(&pids, slow, &mut out);
         if tx.send(Message::Samples(out)).await.is_err() {
             return;
         }
