@@ -400,9 +400,10 @@ mod tests {
     #[test]
     fn a_tree_is_the_root_and_its_descendants() {
         let me = std::process::id() as i32;
-        // `read` returns once the child has exec'd and written its line.
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "echo up; exec sleep 30"])
+        // `read` returns once the child's final image runs: it writes the
+        // line itself, after exec, so it has memory to count.
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "print('up', flush=True); import time; time.sleep(30)"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
