@@ -135,7 +135,7 @@ fn a_leaking_app_is_restarted_for_memory_within_the_interval() {
     let first_rss = || lines.iter().filter(|l| l[0] == "rss" && l[2] == first_pid);
     let crossed: u64 = first_rss()
         .find(|l| l[3].parse::<u64>().unwrap() > cap)
-        .or_else(|| first_rss().last())
+        .or_else(|| first_rss().next_back())
         .map(|l| l[1].parse().unwrap())
         .expect("the app recorded its memory");
     let peak: u64 = lines
