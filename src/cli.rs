@@ -112,19 +112,27 @@ impl clap::FromArgMatches for Command {
     }
 }
 
-/// Validate a process file and print its apps, normalized, as YAML (exit 0
-/// when valid, 1 when not).
+/// The process file, and which of its apps and environments to use.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub struct FileArgs {
     /// The process file.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: PathBuf,
     /// Merge `env_<NAME>` over `env` (PM2's `--env`).
     #[arg(long = "env", value_name = "NAME")]
     pub env: Option<String>,
-    /// Check only these apps (comma-separated names).
+    /// Use only these apps (comma-separated names).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub only: Vec<String>,
+}
+
+/// Validate a process file and print its apps, normalized, as YAML (exit 0
+/// when valid, 1 when not).
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The process file and its selection.
+    #[command(flatten)]
+    pub file: FileArgs,
 }
 
 /// Print a process file (ecosystem.config.js, JSON or YAML) as procward YAML.
@@ -138,15 +146,9 @@ pub struct ConvertArgs {
 /// Run the apps of a process file (YAML, JSON or PM2's ecosystem.config.js).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The process file.
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: PathBuf,
-    /// Merge `env_<NAME>` over `env` (PM2's `--env`).
-    #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
-    /// Run only these apps (comma-separated names).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    pub only: Vec<String>,
+    /// The process file and its selection.
+    #[command(flatten)]
+    pub file: FileArgs,
     /// Options that override every app of the file.
     #[command(flatten)]
     pub app: AppOpts,

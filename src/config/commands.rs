@@ -9,16 +9,21 @@ use serde::Serialize;
 use super::error::{Errors, Problem};
 use super::load::{self, Loaded, Selection};
 use super::{AgentSettings, AppSpec};
-use crate::cli::{CheckArgs, ConvertArgs, RunArgs};
+use crate::cli::{CheckArgs, ConvertArgs, FileArgs, RunArgs};
+
+/// Loads the process file with the `--env` and `--only` selection.
+fn load_file(file: &FileArgs) -> Result<Loaded, Errors> {
+    let sel = Selection {
+        env: file.env.clone(),
+        only: file.only.clone(),
+    };
+    load::load(&file.config, &sel)
+}
 
 /// Loads the file of `procward run -c`, applies the CLI overrides, and
 /// returns what to run; warnings go to stderr.
 pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> {
-    let sel = Selection {
-        env: args.env.clone(),
-        only: args.only.clone(),
-    };
-    let mut loaded = load::load(&args.config, &sel).map_err(|e| with_prefix(&e))?;
+    let mut loaded = load_file(&args.file).map_err(|e| with_prefix(&e))?;
     print_warnings(&loaded.warnings);
     if args.app.name.is_some() && loaded.apps.len() > 1 {
         return Err(format!(
@@ -43,11 +48,7 @@ struct Normalized<'a> {
 
 /// `procward check -c FILE`.
 pub fn check(args: &CheckArgs) -> i32 {
-    let sel = Selection {
-        env: args.env.clone(),
-        only: args.only.clone(),
-    };
-    match load::load(&args.config, &sel) {
+    match load_file(&args.file) {
         Ok(Loaded {
             apps,
             agent,
