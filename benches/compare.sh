@@ -67,15 +67,9 @@ wrap() {
         catatonit) echo "catatonit --" ;;
     esac
 }
-# As PID 1 of a new PID namespace.
+# As PID 1 of a new PID namespace: the same, but tini needs no -s there.
 wrap_pid1() {
-    case $1 in
-        procward) echo "$PW --no-autorestart --" ;;
-        procward-dyn) echo "$PWD_DYN --no-autorestart --" ;;
-        tini) echo "tini --" ;;
-        dumb-init) echo "dumb-init" ;;
-        catatonit) echo "catatonit --" ;;
-    esac
+    if [[ $1 == tini ]]; then echo "tini --"; else wrap "$1"; fi
 }
 
 echo
