@@ -2,8 +2,12 @@
 //! template), kubernetes-validate against the Kubernetes schemas, and the
 //! Prometheus Operator's CRD schemas, through ../shared/tools/artifact-check.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::output_of_success;
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -12,20 +16,14 @@ fn repo(rel: &str) -> PathBuf {
 fn check_chart(extra: &[&str]) -> String {
     let tool = repo("../shared/tools/artifact-check");
     assert!(tool.exists(), "{} is missing", tool.display());
-    let out = Command::new(tool)
-        .arg("chart")
-        .arg(repo("helm/procward"))
-        .arg("--")
-        .args(extra)
-        .output()
-        .expect("run artifact-check");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "chart check failed:\n{text}");
-    text
+    output_of_success(
+        Command::new(tool)
+            .arg("chart")
+            .arg(repo("helm/procward"))
+            .arg("--")
+            .args(extra),
+        "artifact-check chart",
+    )
 }
 
 #[test]
@@ -50,19 +48,19 @@ fn chart_with_a_service_monitor_selects_the_metrics_port() {
 fn chart_puts_procward_in_front_of_the_app_command() {
     let tool = repo("../shared/tools/artifact-check");
     let out_dir = tempfile::tempdir().unwrap();
-    let status = Command::new(tool)
-        .arg("chart")
-        .arg(repo("helm/procward"))
-        .arg("--out")
-        .arg(out_dir.path())
-        .args([
-            "--",
-            "--set-json",
-            r#"command=["node","--enable-source-maps","app.js"]"#,
-        ])
-        .output()
-        .expect("run artifact-check");
-    assert!(status.status.success());
+    output_of_success(
+        Command::new(tool)
+            .arg("chart")
+            .arg(repo("helm/procward"))
+            .arg("--out")
+            .arg(out_dir.path())
+            .args([
+                "--",
+                "--set-json",
+                r#"command=["node","--enable-source-maps","app.js"]"#,
+            ]),
+        "artifact-check chart --out",
+    );
     let rendered = std::fs::read_to_string(out_dir.path().join("rendered.yaml")).unwrap();
     let expected =
         "- /opt/procward/procward\n            - --metrics\n            - \"0.0.0.0:9100\"";

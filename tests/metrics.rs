@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, Running, PATIENCE};
+use common::{fixture, output_of_success, Running, PATIENCE};
 
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
@@ -365,16 +365,11 @@ fn a_real_prometheus_scrapes_restart_counters() {
 #[test]
 fn alert_rules_and_scrape_config_pass_promtool() {
     let run = |args: &[&str]| {
-        let out = Command::new("promtool")
-            .args(args)
-            .current_dir(repo("deploy/prometheus"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "promtool {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        output_of_success(
+            Command::new("promtool")
+                .args(args)
+                .current_dir(repo("deploy/prometheus")),
+            &format!("promtool {args:?}"),
         );
     };
     run(&["check", "rules", "alerts.yml"]);
@@ -388,16 +383,9 @@ fn the_dashboard_and_rules_work_against_a_live_procward() {
         panic!("../shared/tools/artifact-check is missing");
     };
     let dashboard = repo("deploy/grafana/procward-dashboard.json");
-    let out = Command::new(&tool)
-        .arg("dashboard")
-        .arg(&dashboard)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    output_of_success(
+        Command::new(&tool).arg("dashboard").arg(&dashboard),
+        "artifact-check dashboard",
     );
     let (_pw, addr) = start_with_metrics(&[
         "--max-memory-restart",
@@ -408,24 +396,19 @@ fn the_dashboard_and_rules_work_against_a_live_procward() {
         "node",
         fixture("metrics/idle.js").to_str().unwrap(),
     ]);
-    let out = Command::new(&tool)
-        .args([
-            "scrape-check",
-            &addr,
-            "--metric-prefix",
-            "procward_",
-            "--rules",
-        ])
-        .arg(repo("deploy/prometheus/alerts.yml"))
-        .arg("--dashboard")
-        .arg(&dashboard)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    output_of_success(
+        Command::new(&tool)
+            .args([
+                "scrape-check",
+                &addr,
+                "--metric-prefix",
+                "procward_",
+                "--rules",
+            ])
+            .arg(repo("deploy/prometheus/alerts.yml"))
+            .arg("--dashboard")
+            .arg(&dashboard),
+        "artifact-check scrape-check",
     );
 }
 

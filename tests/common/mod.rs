@@ -183,6 +183,25 @@ pub fn run_to_end(args: &[&str]) -> (i32, String, String) {
     (code_of(status), out, err)
 }
 
+/// Runs a tool to completion and returns its stdout and stderr together;
+/// fails the test with that output, under `what`, unless it exited 0.
+pub fn output_of_success(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
 /// An exit status as a shell reports it.
 pub fn code_of(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
