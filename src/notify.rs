@@ -122,11 +122,14 @@ impl ServiceManager {
         }
     }
 
+    /// Whether there is a service manager to tell anything (NOTIFY_SOCKET
+    /// was set); without one, nothing needs to be worked out for it.
+    pub fn is_active(&self) -> bool {
+        self.target.is_some()
+    }
+
     /// Sends what changed since the last call.
     pub fn update(&mut self, view: &View, now: Instant) {
-        if self.target.is_none() {
-            return;
-        }
         let mut states = Vec::new();
         if self.stopping {
             // Only the status from here on.

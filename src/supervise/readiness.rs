@@ -188,6 +188,9 @@ impl Supervisor {
 
     /// After every event: tell the service manager what changed.
     pub(super) fn after_event(&mut self) {
+        if !self.ready.manager.is_active() {
+            return;
+        }
         let view = self.view();
         self.ready.manager.update(&view, Instant::now());
     }
