@@ -215,22 +215,15 @@ impl Supervisor {
         self.shutting_down = true;
         self.reload_queue.clear();
         self.ready.manager.stopping();
-        let now = Instant::now();
         for a in (0..self.apps.len()).rev() {
-            let kill_timeout = self.apps[a].spec.stop.kill_timeout;
-            let with_message = self.apps[a].spec.stop.shutdown_with_message;
             for i in 0..self.apps[a].instances.len() {
-                let inst = &mut self.apps[a].instances[i];
-                let next = match inst.state.clone() {
-                    State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
-                        self.ready.ask_to_stop(with_message, pid, signo);
-                        State::Stopping {
-                            pid,
-                            since,
-                            kill_at: Some(now + kill_timeout),
-                            then: Then::Stop,
-                        }
+                let slot = (a, i);
+                match self.apps[a].instances[i].state.clone() {
+                    State::Starting { .. } | State::Online { .. } => {
+                        self.stop_with(slot, signo, Then::Stop);
                     }
+                    // Already stopping (a restart, say): pass the signal on,
+                    // keep the SIGKILL deadline, and restart nothing.
                     State::Stopping {
                         pid,
                         since,
@@ -238,19 +231,20 @@ impl Supervisor {
                         ..
                     } => {
                         signal_logged(pid, signo);
-                        State::Stopping {
+                        let next = State::Stopping {
                             pid,
                             since,
                             kill_at,
                             then: Then::Stop,
-                        }
+                        };
+                        self.transition(slot, next, None);
                     }
-                    State::Waiting { .. } => State::Stopped {
-                        status: inst.last_status,
-                    },
-                    State::Stopped { .. } | State::Errored { .. } => continue,
-                };
-                self.transition((a, i), next, None);
+                    State::Waiting { .. } => {
+                        let status = self.apps[a].instances[i].last_status;
+                        self.transition(slot, State::Stopped { status }, None);
+                    }
+                    State::Stopped { .. } | State::Errored { .. } => {}
+                }
             }
         }
     }
@@ -301,18 +295,24 @@ impl Supervisor {
 
     /// Stops the instance's process with the app's kill signal; returns
     /// whether there was a process to stop.
-    pub fn request_stop(&mut self, (a, i): Slot, then: Then) -> bool {
-        let spec = &self.apps[a].spec;
-        let (signo, kill_timeout) = (spec.stop.kill_signal as i32, spec.stop.kill_timeout);
-        let with_message = spec.stop.shutdown_with_message;
-        let now = Instant::now();
+    pub fn request_stop(&mut self, slot: Slot, then: Then) -> bool {
+        let signo = self.apps[slot.0].spec.stop.kill_signal as i32;
+        self.stop_with(slot, signo, then)
+    }
+
+    /// Asks the instance's process to stop with `signo` (or the shutdown
+    /// message) and arms the SIGKILL deadline; returns whether there was a
+    /// running process that is not already stopping.
+    fn stop_with(&mut self, (a, i): Slot, signo: i32, then: Then) -> bool {
+        let stop = &self.apps[a].spec.stop;
+        let (kill_timeout, with_message) = (stop.kill_timeout, stop.shutdown_with_message);
         let next = match self.apps[a].instances[i].state.clone() {
             State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
                 self.ready.ask_to_stop(with_message, pid, signo);
                 State::Stopping {
                     pid,
                     since,
-                    kill_at: Some(now + kill_timeout),
+                    kill_at: Some(Instant::now() + kill_timeout),
                     then,
                 }
             }
