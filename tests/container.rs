@@ -111,7 +111,7 @@ fn sigterm_to_the_container_stops_the_app_and_reaps_its_orphans() {
     let _cleanup = KillOnDrop(run.pid());
     wait_file(&marker);
     // The outer pid of the namespace's init is unshare's child.
-    let init = child_pids(run.pid());
+    let init = children_of(run.pid());
     assert_eq!(
         init.len(),
         1,
@@ -119,20 +119,14 @@ fn sigterm_to_the_container_stops_the_app_and_reaps_its_orphans() {
     );
     let init = init[0];
     // The app and its two orphans are all children of PID 1 now.
-    let children = child_pids(init);
+    let children = children_of(init);
     assert_eq!(children.len(), 3, "children of PID 1: {children:?}");
     // An orphan that dies is reaped by PID 1: no zombie stays behind.
     let orphan = *children.iter().max().unwrap();
     send(orphan, libc::SIGKILL);
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while child_pids(init).contains(&orphan) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "orphan {orphan} was not reaped; zombies: {:?}",
-            zombies_of(init)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_until(&format!("orphan {orphan} to be reaped by PID 1"), || {
+        (!children_of(init).contains(&orphan)).then_some(())
+    });
     send(init, libc::SIGTERM);
     let status = run.wait_exit();
     assert_eq!(code_of(status), 0, "seen:\n{}", run.seen.join("\n"));
@@ -149,23 +143,13 @@ fn which(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} not found in PATH"))
 }
 
-/// Direct children of `pid`, from /proc.
-fn child_pids(pid: i32) -> Vec<i32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
 /// Kills the namespace's init if a test fails half-way (killing unshare
 /// alone would leave it running).
 struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        for pid in child_pids(self.0) {
+        for pid in children_of(self.0) {
             // SAFETY: kill(2) with integers.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
