@@ -4,10 +4,12 @@
 //! when it is not; `run` exits 2 (a configuration error, see `exit.rs`)
 //! before starting anything when the file is invalid.
 
-use serde::Serialize;
+use serde_norway::{Mapping, Value as Yaml};
 
 use super::error::{Errors, Problem};
+use super::keys::{self, Handling};
 use super::load::{self, Loaded, Selection};
+use super::raw::{Key, Node, Span, Value};
 use super::{AgentSettings, AppSpec};
 use crate::cli::{CheckArgs, ConvertArgs, FileArgs, RunArgs};
 
@@ -38,12 +40,113 @@ pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> 
     Ok((loaded.apps, loaded.agent))
 }
 
-/// The normalized form printed by `procward check`. Environment values are
-/// not printed (they may be secrets); their names are.
-#[derive(Serialize)]
-struct Normalized<'a> {
-    procward: &'a AgentSettings,
-    apps: &'a [AppSpec],
+/// What `procward check` prints in place of each environment value.
+const HIDDEN: &str = "(hidden)";
+
+/// The normalized form printed by `procward check`: a process file in
+/// procward's own keys, with every setting spelled out and the command
+/// line resolved (`interpreter: none`), so checking it again prints it
+/// again. Environment values are not printed (they may be secrets); their
+/// names are, each with the value `(hidden)`.
+fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
+    fn ms(d: std::time::Duration) -> Yaml {
+        Yaml::Number((d.as_millis() as u64).into())
+    }
+    fn text(s: impl ToString) -> Yaml {
+        Yaml::String(s.to_string())
+    }
+    let mut a = Mapping::new();
+    a.insert(
+        text("sighup"),
+        serde_norway::to_value(agent.sighup).unwrap_or(Yaml::Null),
+    );
+    a.insert(
+        text("log_format"),
+        serde_norway::to_value(agent.log_format).unwrap_or(Yaml::Null),
+    );
+    a.insert(text("log_level"), text(&agent.log_level));
+    a.insert(text("sample_interval"), ms(agent.sample_interval));
+    if let Some(addr) = agent.metrics_addr {
+        a.insert(text("metrics"), text(addr));
+    }
+    if let Some(c) = agent.metrics_compat {
+        a.insert(
+            text("metrics_compat"),
+            serde_norway::to_value(c).unwrap_or(Yaml::Null),
+        );
+    }
+    if let Some(sock) = &agent.control_socket {
+        a.insert(text("control_socket"), text(sock.display()));
+    }
+    let mut list = Vec::new();
+    for app in apps {
+        let mut m = Mapping::new();
+        let mut put = |k: &str, v: Yaml| {
+            m.insert(text(k), v);
+        };
+        put("name", text(&app.name));
+        let mut argv = app.argv.iter().map(|a| text(a.to_string_lossy()));
+        put("script", argv.next().unwrap_or(Yaml::Null));
+        put("interpreter", text("none"));
+        let args: Vec<Yaml> = argv.collect();
+        if !args.is_empty() {
+            put("args", Yaml::Sequence(args));
+        }
+        if let Some(cwd) = &app.cwd {
+            put("cwd", text(cwd.display()));
+        }
+        if !app.env_keys.is_empty() {
+            let env: Mapping = app
+                .env_keys
+                .iter()
+                .map(|k| (text(k), text(HIDDEN)))
+                .collect();
+            put("env", Yaml::Mapping(env));
+        }
+        put("instances", Yaml::Number(app.instances.into()));
+        put(
+            "exec_mode",
+            serde_norway::to_value(app.exec_mode).unwrap_or(Yaml::Null),
+        );
+        if let Some(uid) = app.uid {
+            put("uid", Yaml::Number(uid.into()));
+        }
+        if let Some(gid) = app.gid {
+            put("gid", Yaml::Number(gid.into()));
+        }
+        let r = &app.restart;
+        put("autorestart", Yaml::Bool(r.autorestart));
+        put("max_restarts", Yaml::Number(r.max_restarts.into()));
+        put("min_uptime", ms(r.min_uptime));
+        put("restart_delay", ms(r.restart_delay));
+        if let Some(d) = r.exp_backoff_restart_delay {
+            put("exp_backoff_restart_delay", ms(d));
+        }
+        if !r.stop_exit_codes.is_empty() {
+            let codes = r.stop_exit_codes.iter().map(|c| Yaml::Number((*c).into()));
+            put("stop_exit_codes", Yaml::Sequence(codes.collect()));
+        }
+        put("kill_signal", text(app.stop.kill_signal.as_str()));
+        put("kill_timeout", ms(app.stop.kill_timeout));
+        put(
+            "shutdown_with_message",
+            Yaml::Bool(app.stop.shutdown_with_message),
+        );
+        put("ready", text(&app.ready.source));
+        put("listen_timeout", ms(app.ready.listen_timeout));
+        put("strict_ready", Yaml::Bool(app.ready.strict));
+        if let Some(bytes) = app.max_memory_restart {
+            put("max_memory_restart", Yaml::Number(bytes.into()));
+        }
+        if let Some(w) = app.watchdog {
+            put("watchdog", ms(w));
+        }
+        list.push(Yaml::Mapping(m));
+    }
+    let mut top = Mapping::new();
+    top.insert(text("procward"), Yaml::Mapping(a));
+    top.insert(text("apps"), Yaml::Sequence(list));
+    Yaml::Mapping(top)
 }
 
 /// `procward check -c FILE`.
@@ -56,11 +159,10 @@ pub fn check(args: &CheckArgs) -> i32 {
             ..
         }) => {
             print_warnings(&warnings);
-            match serde_norway::to_string(&Normalized {
-                procward: &agent,
-                apps: &apps,
-            }) {
+            match serde_norway::to_string(&normalized(&agent, &apps)) {
                 Ok(text) => {
+                    println!("# The apps as procward runs them; `procward check` of this prints it again.");
+                    println!("# Environment values are not shown: each reads {HIDDEN}.");
                     print!("{text}");
                     0
                 }
@@ -81,17 +183,27 @@ pub fn check(args: &CheckArgs) -> i32 {
 }
 
 /// `procward convert FILE`: the file as procward YAML. It is validated
-/// first, so a converted file always loads.
+/// first, so a converted file always loads. Keys procward ignores are left
+/// out (a comment lists them), so the converted file loads without a
+/// warning; `deploy.<env>.env` moves into each app's `env_<env>`, under
+/// its own values, which keeps what `--env <env>` gives.
 pub fn convert(args: &ConvertArgs) -> i32 {
     match load::load(&args.file, &Selection::default()) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
-            match serde_norway::to_string(&loaded.tree) {
+            let (tree, left_out) = without_ignored(loaded.tree);
+            match serde_norway::to_string(&tree) {
                 Ok(text) => {
                     println!(
                         "# Converted from {} by `procward convert`.",
                         args.file.display()
                     );
+                    if !left_out.is_empty() {
+                        println!(
+                            "# Left out, as procward ignores them: `{}`.",
+                            left_out.join("`, `")
+                        );
+                    }
                     print!("{text}");
                     0
                 }
@@ -109,6 +221,104 @@ pub fn convert(args: &ConvertArgs) -> i32 {
             1
         }
     }
+}
+
+/// The app nodes of a process file's tree.
+fn apps_mut(tree: &mut Node) -> Vec<&mut Node> {
+    if tree.get("apps").is_none() && tree.get("script").is_some() {
+        return vec![tree];
+    }
+    match &mut tree.value {
+        Value::Seq(apps) => apps.iter_mut().collect(),
+        Value::Map(entries) => match entries.iter_mut().find(|(k, _)| k.name == "apps") {
+            Some((
+                _,
+                Node {
+                    value: Value::Seq(apps),
+                    ..
+                },
+            )) => apps.iter_mut().collect(),
+            Some((_, app)) => vec![app],
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// Whether procward ignores this app key (with a warning when it asks for
+/// something).
+fn ignored_app_key(key: &str, value: &Node) -> bool {
+    if key.starts_with("env_") {
+        return !matches!(value.value, Value::Map(_) | Value::Null);
+    }
+    keys::find(key).is_some_and(|d| matches!(d.handling, Handling::Ignored(_)))
+}
+
+/// The tree without the keys procward ignores, and their names. The
+/// `deploy` section's `<env>.env` variables move into each app's
+/// `env_<env>`, under the app's own.
+fn without_ignored(mut tree: Node) -> (Node, Vec<String>) {
+    let mut left_out: Vec<String> = Vec::new();
+    let mut deploy_envs: Vec<(String, Node)> = Vec::new();
+    if let Value::Map(entries) = &mut tree.value {
+        if let Some(at) = entries.iter().position(|(k, _)| k.name == "deploy") {
+            let (_, deploy) = entries.remove(at);
+            for (env, target) in deploy.as_map().unwrap_or_default() {
+                if let Some(
+                    vars @ Node {
+                        value: Value::Map(_),
+                        ..
+                    },
+                ) = target.get("env")
+                {
+                    deploy_envs.push((env.name.clone(), vars.clone()));
+                }
+            }
+            left_out.push("deploy".into());
+        }
+    }
+    for app in apps_mut(&mut tree) {
+        let Value::Map(entries) = &mut app.value else {
+            continue;
+        };
+        entries.retain(|(k, v)| {
+            let ignored = ignored_app_key(&k.name, v);
+            if ignored && !left_out.contains(&k.name) {
+                left_out.push(k.name.clone());
+            }
+            !ignored
+        });
+        for (env, vars) in &deploy_envs {
+            let key = format!("env_{env}");
+            let Value::Map(from_deploy) = &vars.value else {
+                continue;
+            };
+            match entries.iter_mut().find(|(k, _)| k.name == key) {
+                Some((
+                    _,
+                    Node {
+                        value: Value::Map(own),
+                        ..
+                    },
+                )) => {
+                    for (k, v) in from_deploy.iter().rev() {
+                        if !own.iter().any(|(o, _)| o.name == k.name) {
+                            own.insert(0, (k.clone(), v.clone()));
+                        }
+                    }
+                }
+                Some((_, other)) => *other = vars.clone(),
+                None => entries.push((
+                    Key {
+                        name: key,
+                        span: Span::default(),
+                    },
+                    vars.clone(),
+                )),
+            }
+        }
+    }
+    (tree, left_out)
 }
 
 fn print_warnings(warnings: &[Problem]) {

@@ -6,6 +6,13 @@
 //! reach every app, because PM2 builds each app's environment from its own
 //! `process.env` (Common.js `prepareAppConf`). This runs before the
 //! supervisor exists, so waiting for node here does not race the reaper.
+//!
+//! A `.mjs` file is imported as the ES module it is (PM2's
+//! `Common.parseConfig` imports it too); other files are `require`d, and
+//! imported when node says they are ES modules. The loader runs under
+//! `node -e`, which puts `require`, `module`, `exports`, `__filename` and
+//! `__dirname` on `globalThis`; it takes them away first, so an ES module
+//! that uses `require` fails as it would under PM2.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -20,18 +27,27 @@ use super::raw::{Node, Span, Value};
 /// file exports (`module.exports`, or the default export of an ES module);
 /// `env` the variables it added or changed.
 const LOADER: &str = r#"
+const load = require;
+for (const k of ['require', 'module', 'exports', '__filename', '__dirname']) delete globalThis[k];
 const file = process.argv[process.argv.length - 1];
 const before = Object.assign({}, process.env);
+const importIt = async () => {
+  const ns = await import(load('url').pathToFileURL(file).href);
+  return ns.default !== undefined ? ns.default : Object.assign({}, ns);
+};
 (async () => {
   let mod;
-  try {
-    mod = require(file);
-  } catch (e) {
-    if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE' || e instanceof SyntaxError) && /\.(m?js)$/.test(file)) {
-      const ns = await import(require('url').pathToFileURL(file).href);
-      mod = ns.default !== undefined ? ns.default : Object.assign({}, ns);
-    } else {
-      throw e;
+  if (/\.mjs$/.test(file)) {
+    mod = await importIt();
+  } else {
+    try {
+      mod = load(file);
+    } catch (e) {
+      if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE' || e instanceof SyntaxError) && /\.js$/.test(file)) {
+        mod = await importIt();
+      } else {
+        throw e;
+      }
     }
   }
   // An ES module loaded by require (node >= 20.19) is its namespace.
@@ -128,11 +144,24 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let (span, message) = node_error(&stderr, &abs.to_string_lossy());
+        let hint = missing_package(&message).map(|pkg| {
+            let dir = abs.parent().unwrap_or(Path::new("/"));
+            let install = if dir.join("pnpm-lock.yaml").exists() {
+                "pnpm install --frozen-lockfile"
+            } else if dir.join("yarn.lock").exists() {
+                "yarn install --frozen-lockfile"
+            } else {
+                "npm ci"
+            };
+            format!(
+                "the file needs the package `{pkg}`: install the project's dependencies first (`{install}` in the process file's directory), then run procward again"
+            )
+        });
         return Err(fatal(
             file,
             span,
             format!("node could not evaluate the file:\n{message}"),
-            None,
+            hint,
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
@@ -162,9 +191,25 @@ pub fn evaluate(file: &Path) -> Result<Evaluated, Errors> {
     Ok(Evaluated { config, env })
 }
 
+/// The package a "Cannot find module 'x'" (CommonJS) or "Cannot find
+/// package 'x'" (ES module) error names, when it is a package and not a
+/// relative or absolute path.
+fn missing_package(message: &str) -> Option<&str> {
+    ["Cannot find module '", "Cannot find package '"]
+        .iter()
+        .find_map(|m| {
+            let at = message.find(m)? + m.len();
+            let name = &message[at..at + message[at..].find('\'')?];
+            (!name.starts_with(['.', '/']) && !name.starts_with("file:")).then_some(name)
+        })
+}
+
 /// node's error, shortened to what helps: where in the file it happened
 /// (the first mention of `path:LINE[:COL]`) and the message lines, without
-/// node's internal stack frames or the loader's own `[eval]` module.
+/// node's internal stack frames, the loader's own `[eval]` module, or what
+/// is about node's process rather than the file: `(node:PID)` warnings
+/// (the advice to set `"type": "module"`), the hint to run with
+/// `--trace-warnings`, and the `Node.js vX` trailer.
 fn node_error(stderr: &str, path: &str) -> (Span, String) {
     let mut span = Span::default();
     if let Some(at) = stderr.find(&format!("{path}:")) {
@@ -187,7 +232,16 @@ fn node_error(stderr: &str, path: &str) -> (Span, String) {
     }
     let message = stderr
         .lines()
-        .filter(|l| !l.trim_start().starts_with("at ") && !l.ends_with("[eval]"))
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.starts_with("at ")
+                && !l.ends_with("[eval]")
+                && !t.starts_with("(node:")
+                && !t.starts_with("(Use `node --trace-warnings")
+                && !t
+                    .strip_prefix("Node.js v")
+                    .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        })
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
         .join("\n");
@@ -230,5 +284,33 @@ mod tests {
         let syntax =
             "/app/eco.js:3\n  apps: [{ name: 'x' }\n  ^\n\nSyntaxError: Unexpected token\n";
         assert_eq!(node_error(syntax, "/app/eco.js").0, Span::new(3, 1));
+    }
+
+    #[test]
+    fn node_process_noise_is_dropped() {
+        let stderr = "(node:12345) Warning: To load an ES module, set \"type\": \"module\" in the package.json or use the .mjs extension.\n(Use `node --trace-warnings ...` to show where the warning was created)\n/app/eco.cjs:1\nimport x from 'y';\n^^^^^^\n\nSyntaxError: Cannot use import statement outside a module\n\nNode.js v20.20.2\n";
+        let (_, msg) = node_error(stderr, "/app/eco.cjs");
+        assert_eq!(
+            msg,
+            "  /app/eco.cjs:1\n  import x from 'y';\n  ^^^^^^\n  \n  SyntaxError: Cannot use import statement outside a module"
+        );
+    }
+
+    #[test]
+    fn missing_packages_are_told_from_missing_files() {
+        assert_eq!(
+            missing_package("Error: Cannot find module 'dotenv'\nRequire stack:"),
+            Some("dotenv")
+        );
+        assert_eq!(
+            missing_package(
+                "Error [ERR_MODULE_NOT_FOUND]: Cannot find package '@scope/x' imported from /a.mjs"
+            ),
+            Some("@scope/x")
+        );
+        assert_eq!(
+            missing_package("Error: Cannot find module './x.json'"),
+            None
+        );
     }
 }

@@ -106,13 +106,13 @@ const PM2_ONLY: &str = "a PM2 feature with no meaning under procward";
 /// Every app key procward knows, in the order of the README table.
 pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "name", aliases: &[], doc: "Name in logs, metrics and /status.", default: "the script's file name without extension", pm2: "schema.json `name`", handling: Handling::Honoured, apply: Some(name) },
-    KeyDef { name: "script", aliases: &["exec"], doc: "File or command to run: a path relative to `cwd`, a program in PATH (`npm`), or a shell-like line (`npm run start`).", default: "required", pm2: "Common.js `prepareAppConf` (path.resolve(cwd, script), else which(script))", handling: Handling::Honoured, apply: Some(script) },
+    KeyDef { name: "script", aliases: &["exec", "cmd", "command"], doc: "File or command to run: a path relative to `cwd`, a program in PATH (`npm`), or a whole command line (`npm run start:prod`, `PORT=4010 node dist/tunnel.js`), run with `bash -c` and then named after it; `args` beside a command line are dropped with a warning. `serve` (PM2's static file server) is refused.", default: "required", pm2: "Common.js `verifyConfs` (cmd/command aliases; a script with a space runs as `bash -c`), `prepareAppConf` (path.resolve(cwd, script), else which(script))", handling: Handling::Honoured, apply: Some(script) },
     KeyDef { name: "args", aliases: &[], doc: "Arguments after the script: a list, or a string split like a shell line.", default: "none", pm2: "schema.json `args`", handling: Handling::Honoured, apply: Some(args) },
-    KeyDef { name: "interpreter", aliases: &["exec_interpreter"], doc: "Program that runs the script: `node`, `bash`, `python3`, an absolute path, or `none` to execute the script itself.", default: "by extension (.js node, .py python3, .sh bash, ...), else none", pm2: "Common.js `sink.resolveInterpreter`, interpreter.json", handling: Handling::Different("`.py` runs with python3 (PM2 says python); a program found in PATH runs directly"), apply: Some(interpreter) },
+    KeyDef { name: "interpreter", aliases: &["exec_interpreter"], doc: "Program that runs the script: `node`, `bash`, `python3`, an absolute path, or `none` to execute the script itself. A python interpreter gets `PYTHONUNBUFFERED=1`.", default: "by extension (.js node, .py python3, .sh bash, ...), else none", pm2: "Common.js `sink.resolveInterpreter`, interpreter.json", handling: Handling::Different("`.py` runs with python3 (PM2 says python); a program found in PATH runs directly"), apply: Some(interpreter) },
     KeyDef { name: "node_args", aliases: &["interpreter_args", "interpreterArgs"], doc: "Arguments for the interpreter, before the script.", default: "none", pm2: "schema.json `node_args`", handling: Handling::Honoured, apply: Some(interpreter_args) },
     KeyDef { name: "cwd", aliases: &[], doc: "Working directory; relative to the process file's directory.", default: "the process file's directory", pm2: "Common.js `prepareAppConf`", handling: Handling::Honoured, apply: Some(cwd) },
     KeyDef { name: "env", aliases: &[], doc: "Variables set over procward's environment; numbers, booleans and null become strings as in JavaScript.", default: "none", pm2: "Common.js `prepareAppConf` (process.env, then app.env)", handling: Handling::Honoured, apply: Some(env) },
-    KeyDef { name: "env_<name>", aliases: &[], doc: "Merged over `env` when run with `--env <name>`.", default: "none", pm2: "Common.js `mergeEnvironmentVariables`", handling: Handling::Honoured, apply: None },
+    KeyDef { name: "env_<name>", aliases: &[], doc: "Merged over `env` when run with `--env <name>`, after the file's `deploy.<name>.env`. Any `env_*` key is accepted; one that is not a mapping (`env_file: .env`) is ignored with a warning, as PM2 loads no env files.", default: "none", pm2: "Common.js `mergeEnvironmentVariables`", handling: Handling::Honoured, apply: None },
     KeyDef { name: "instances", aliases: &[], doc: "How many copies: a number, `max` or 0 (every CPU), -1 (one fewer), or a numeric string.", default: "1", pm2: "God.js `prepare` (0 = CPUs, negative = CPUs + n)", handling: Handling::Different("CPUs are those the container's cgroup quota and affinity allow, not the host's"), apply: Some(instances) },
     KeyDef { name: "exec_mode", aliases: &[], doc: "`fork` or `cluster` (`fork_mode`, `cluster_mode`). Without it, a node or bun app with `instances` runs in cluster mode.", default: "fork", pm2: "Common.js `sink.determineExecMode`", handling: Handling::Different("cluster instances are separate processes; procward shares listening sockets itself"), apply: Some(exec_mode) },
     KeyDef { name: "autorestart", aliases: &[], doc: "Restart the app when it exits.", default: "true", pm2: "schema.json `autorestart`", handling: Handling::Honoured, apply: Some(autorestart) },
@@ -197,12 +197,20 @@ fn boolean(key: &str, v: &Node) -> Result<bool, Bad> {
 /// A duration: a number of milliseconds or a string with a unit.
 pub fn duration(key: &str, v: &Node) -> Result<Duration, Bad> {
     let expected = || {
-        bad(
-            format!(
+        let hint = match &v.value {
+            Value::Null => format!("leave `{key}` out to get its default"),
+            Value::Num(n) if *n < 0.0 => "durations cannot be negative".into(),
+            Value::Str(s) if s.trim_start().starts_with('-') => {
+                "durations cannot be negative".into()
+            }
+            _ => "e.g. `3000` or `3s`".into(),
+        };
+        Bad {
+            expected: format!(
                 "`{key}` to be a duration in milliseconds (1500) or with a unit (1500ms, 2s, 1m)"
             ),
-            Some("durations cannot be negative"),
-        )
+            hint: Some(hint),
+        }
     };
     match &v.value {
         Value::Num(n) if n.is_finite() && *n >= 0.0 => {
@@ -423,6 +431,10 @@ fn restart_delay(d: &mut Draft, v: &Node) -> Result<(), Bad> {
 }
 
 fn exp_backoff_restart_delay(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    if v.value == Value::Null {
+        d.restart.exp_backoff_restart_delay = None;
+        return Ok(());
+    }
     let t = duration("exp_backoff_restart_delay", v)?;
     // schema.json's default 0 means off.
     d.restart.exp_backoff_restart_delay = (!t.is_zero()).then_some(t);
@@ -437,6 +449,11 @@ fn max_memory_restart(d: &mut Draft, v: &Node) -> Result<(), Bad> {
         )
     };
     d.max_memory_restart = Some(match &v.value {
+        // Off, as when the key is left out.
+        Value::Null => {
+            d.max_memory_restart = None;
+            return Ok(());
+        }
         Value::Num(n) if n.is_finite() && *n >= 1.0 => *n as u64,
         Value::Str(s) => parse_size(s).map_err(|_| expected())?,
         _ => return Err(expected()),
@@ -539,8 +556,12 @@ fn strict_ready(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     Ok(())
 }
 
+/// `watchdog: null` (or 0) is off, as when the key is left out.
 fn watchdog(d: &mut Draft, v: &Node) -> Result<(), Bad> {
-    d.watchdog = Some(duration("watchdog", v)?);
+    d.watchdog = match v.value {
+        Value::Null => None,
+        _ => Some(duration("watchdog", v)?).filter(|t| !t.is_zero()),
+    };
     Ok(())
 }
 
@@ -623,6 +644,15 @@ mod tests {
             "server.js"
         );
         assert_eq!(with("exec", "npm").unwrap().script.unwrap().0, "npm");
+        assert_eq!(with("cmd", "npm").unwrap().script.unwrap().0, "npm");
+        assert_eq!(
+            with("command", "'npm run start:prod'")
+                .unwrap()
+                .script
+                .unwrap()
+                .0,
+            "npm run start:prod"
+        );
         assert!(with("script", "42").is_err());
     }
 
@@ -763,6 +793,21 @@ mod tests {
         assert!(with("kill_timeout", "-5").is_err());
         assert!(with("kill_timeout", "soon").is_err());
         assert!(with("watchdog", "30s").unwrap().watchdog.is_some());
+        assert!(with("watchdog", "null").unwrap().watchdog.is_none());
+        assert!(with("watchdog", "0").unwrap().watchdog.is_none());
+        assert!(with("max_memory_restart", "null")
+            .unwrap()
+            .max_memory_restart
+            .is_none());
+        let null = with("kill_timeout", "null").unwrap_err();
+        assert_eq!(
+            null.hint.as_deref(),
+            Some("leave `kill_timeout` out to get its default")
+        );
+        assert_eq!(
+            with("kill_timeout", "-5").unwrap_err().hint.as_deref(),
+            Some("durations cannot be negative")
+        );
     }
 
     #[test]

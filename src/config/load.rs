@@ -5,8 +5,9 @@
 //! accepts (`.json`, `.json5`), and JavaScript (`.js`, `.cjs`, `.mjs`)
 //! evaluated by node. The file holds an `apps:` list (PM2's
 //! `module.exports = { apps: [...] }`), a bare list of apps, or a single
-//! app, plus an optional `procward:` section for the agent. PM2's own
-//! `deploy:` section is ignored with a warning.
+//! app, plus an optional `procward:` section for the agent. Of PM2's own
+//! `deploy:` section only `deploy.<env>.env` is read (merged under
+//! `--env <env>`, as PM2 merges it); the rest is ignored with a warning.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         file: file.to_path_buf(),
         errors: Vec::new(),
         warnings: Vec::new(),
+        deploy_envs: Vec::new(),
     };
     let base = std::path::absolute(file)
         .ok()
@@ -56,17 +58,24 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         .unwrap_or_else(|| PathBuf::from("/"));
     let (app_nodes, agent_node) = v.top(&tree);
     let agent = agent_node.map(|n| v.agent(n)).unwrap_or_default();
+    let deploy_env = sel.env.as_ref().and_then(|e| {
+        v.deploy_envs
+            .iter()
+            .find(|(name, _)| name == e)
+            .map(|(_, vars)| vars.clone())
+    });
     let mut drafts = Vec::new();
     for (i, n) in app_nodes.iter().enumerate() {
-        if let Some(d) = v.app(n, i, sel.env.as_deref()) {
+        if let Some(d) = v.app(n, i, sel.env.as_deref(), deploy_env.as_deref()) {
             drafts.push((d, n.span, i));
         }
     }
     v.unique_names(&drafts);
     if let Some(env) = &sel.env {
-        let known = app_nodes
-            .iter()
-            .any(|n| n.get(&format!("env_{env}")).is_some());
+        let known = deploy_env.is_some()
+            || app_nodes
+                .iter()
+                .any(|n| n.get(&format!("env_{env}")).is_some());
         if !known && !app_nodes.is_empty() {
             v.warn(
                 Span::default(),
@@ -85,7 +94,7 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
     };
     let mut apps = Vec::new();
     for (d, _, i) in &drafts {
-        if let Some(app) = v.resolve(d, *i, &ctx) {
+        if let Some(app) = v.resolve(d, app_nodes[*i], *i, &ctx) {
             apps.push(app);
         }
     }
@@ -253,9 +262,56 @@ struct Validator {
     file: PathBuf,
     errors: Vec<Problem>,
     warnings: Vec<Problem>,
+    /// `deploy.<env>.env` of the file, by env name.
+    deploy_envs: Vec<(String, Vec<(String, String)>)>,
 }
 
 const TOP_KEYS: [&str; 3] = ["apps", "procward", "deploy"];
+
+/// Where procward's log rotation stands; the one sentence to change when
+/// it lands.
+const LOG_ROTATION: &str = "procward does not rotate log files yet";
+
+/// Keys of PM2 modules that users write into a process file, each with the
+/// `procward:` setting that takes its job, if any. pm2-logrotate's keys are
+/// set with `pm2 set pm2-logrotate:<key>`, never in an app.
+pub const MODULE_KEYS: &[(&str, &str, Option<&str>)] = &[
+    ("max_size", "pm2-logrotate", Some("log_max_size")),
+    ("retain", "pm2-logrotate", Some("log_retain")),
+    ("compress", "pm2-logrotate", Some("log_compress")),
+    ("rotateInterval", "pm2-logrotate", None),
+    ("workerInterval", "pm2-logrotate", None),
+    ("rotateModule", "pm2-logrotate", None),
+    ("dateFormat", "pm2-logrotate", None),
+];
+
+/// The hint for a key of a PM2 module (`max_size`), if it is one.
+fn module_key_hint(key: &str) -> Option<String> {
+    let (_, module, setting) = MODULE_KEYS.iter().find(|(k, _, _)| *k == key)?;
+    Some(match setting {
+        Some(s) => format!(
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`), not an app key; {LOG_ROTATION}: the `procward:` setting `{s}` will take it"
+        ),
+        None => format!(
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`), not an app key; {LOG_ROTATION}, and will rotate by size only (`log_max_size` in the `procward:` section)"
+        ),
+    })
+}
+
+/// Where a key written in the wrong place belongs, if it belongs somewhere.
+fn misplaced_hint(key: &str, here: &str) -> Option<String> {
+    if here != "app" && keys::find(key).is_some() {
+        return Some(format!(
+            "`{key}` is an app key: put it in an app, under `apps:`"
+        ));
+    }
+    if here != "agent" && AGENT_KEYS.contains(&key) {
+        return Some(format!(
+            "`{key}` is a setting of procward itself: put it under the top-level `procward:` section"
+        ));
+    }
+    None
+}
 const AGENT_KEYS: [&str; 7] = [
     "metrics",
     "log_format",
@@ -288,9 +344,21 @@ impl Validator {
     }
 
     fn unknown_key(&mut self, key: &Key, path: String, known: Vec<&str>, what: &str) {
-        let hint = match closest(&key.name, known.iter().copied()) {
-            Some(k) => format!("did you mean `{k}`?"),
-            None => format!("see \"Coming from PM2\" in the README for the {what}s procward knows"),
+        let here = match what {
+            "app key" => "app",
+            "top-level key" => "top",
+            _ => "agent",
+        };
+        let hint = match (
+            module_key_hint(&key.name),
+            misplaced_hint(&key.name, here),
+            closest(&key.name, known.iter().copied()),
+        ) {
+            (Some(h), _, _) | (None, Some(h), _) => h,
+            (None, None, Some(k)) => format!("did you mean `{k}`?"),
+            (None, None, None) => {
+                format!("see \"Coming from PM2\" in the README for the {what}s procward knows")
+            }
         };
         self.error(
             key.span,
@@ -314,11 +382,21 @@ impl Validator {
                         "apps" => match &v.value {
                             Value::Seq(items) => apps = items.iter().collect(),
                             Value::Map(_) => apps = vec![v],
-                            _ => self.error(v.span, "apps".into(), format!("expected `apps` to be a list of apps, found {}", v.found()), None),
+                            _ => self.error(
+                                v.span,
+                                "apps".into(),
+                                format!(
+                                    "expected `apps` to be a list of apps, found {}",
+                                    v.found()
+                                ),
+                                None,
+                            ),
                         },
                         "procward" => {}
-                        "deploy" => self.warn(k.span, "deploy".into(), "`deploy` is ignored: procward does not deploy; use your CI or image build".into()),
-                        _ => self.unknown_key(k, k.name.clone(), TOP_KEYS.to_vec(), "top-level key"),
+                        "deploy" => self.deploy(k, v),
+                        _ => {
+                            self.unknown_key(k, k.name.clone(), TOP_KEYS.to_vec(), "top-level key")
+                        }
                     }
                 }
                 if tree.get("apps").is_none() && self.errors.is_empty() {
@@ -349,8 +427,46 @@ impl Validator {
         }
     }
 
+    /// PM2's `deploy:` section: its `<env>.env` mappings are kept for
+    /// `--env <env>`, the rest is ignored with one warning.
+    fn deploy(&mut self, k: &Key, v: &Node) {
+        for (env, target) in v.as_map().unwrap_or_default() {
+            let Some(vars) = target.get("env") else {
+                continue;
+            };
+            match keys::env_map("env", vars) {
+                Ok(e) => self.deploy_envs.push((env.name.clone(), e)),
+                Err(b) => self.error(
+                    vars.span,
+                    format!("deploy.{}.env", env.name),
+                    format!("expected {}, found {}", b.expected, vars.found()),
+                    b.hint,
+                ),
+            }
+        }
+        let kept = if self.deploy_envs.is_empty() {
+            String::new()
+        } else {
+            " (only its `<env>.env` variables are used, under `--env <env>`)".into()
+        };
+        self.warn(
+            k.span,
+            "deploy".into(),
+            format!(
+                "`deploy` is ignored{kept}: procward does not deploy; use your CI or image build"
+            ),
+        );
+    }
+
     /// Reads one app's keys into a draft; `None` when it is not a mapping.
-    fn app(&mut self, n: &Node, i: usize, env_name: Option<&str>) -> Option<Draft> {
+    /// `deploy_env` is the file's `deploy.<env>.env` for `--env <env>`.
+    fn app(
+        &mut self,
+        n: &Node,
+        i: usize,
+        env_name: Option<&str>,
+        deploy_env: Option<&[(String, String)]>,
+    ) -> Option<Draft> {
         let path = format!("apps[{i}]");
         let Some(entries) = n.as_map() else {
             self.error(
@@ -369,6 +485,19 @@ impl Validator {
         for (k, v) in entries {
             let kpath = format!("{path}.{}", k.name);
             if let Some(suffix) = k.name.strip_prefix("env_") {
+                // schema.json accepts any `env_*` key; only mappings are
+                // merged (Common.js mergeEnvironmentVariables).
+                if !matches!(v.value, Value::Map(_) | Value::Null) {
+                    let why = if k.name == "env_file" {
+                        "PM2 does not load env files; load it in the process file or the container (see \"Loading a .env file\" in the README)".to_string()
+                    } else {
+                        format!(
+                            "it is not a mapping of variables, so `--env {suffix}` would set none"
+                        )
+                    };
+                    self.warn(k.span, kpath, format!("`{}` is ignored: {why}", k.name));
+                    continue;
+                }
                 match keys::env_map(&k.name, v) {
                     Ok(e) if Some(suffix) == env_name => selected_env = Some(e),
                     Ok(_) => {}
@@ -411,12 +540,19 @@ impl Validator {
                 (_, None) => {}
             }
         }
-        if let Some(e) = selected_env {
-            // PM2 merges env_<name> over env (Common.js mergeEnvironmentVariables).
-            for (k, val) in e {
-                d.env.retain(|(n, _)| *n != k);
-                d.env.push((k, val));
-            }
+        // Common.js mergeEnvironmentVariables: under `--env <name>`,
+        // `deploy.<name>.env` is assigned into the app's `env` object itself
+        // (so its values win over `env`, whatever the comment there says),
+        // then `env_<name>` over both.
+        for (k, val) in deploy_env
+            .filter(|_| env_name.is_some())
+            .unwrap_or_default()
+            .iter()
+            .cloned()
+            .chain(selected_env.into_iter().flatten())
+        {
+            d.env.retain(|(n, _)| *n != k);
+            d.env.push((k, val));
         }
         if d.script.is_none() {
             self.error(
@@ -456,7 +592,7 @@ impl Validator {
     }
 
     /// Turns a draft into an app: paths, command line, instances, users.
-    fn resolve(&mut self, d: &Draft, i: usize, ctx: &Context) -> Option<AppSpec> {
+    fn resolve(&mut self, d: &Draft, n: &Node, i: usize, ctx: &Context) -> Option<AppSpec> {
         let (script, script_span) = d.script.clone()?;
         let path = format!("apps[{i}].script");
         let cwd = match &d.cwd {
@@ -464,15 +600,69 @@ impl Validator {
             None => ctx.base.clone(),
         };
         let cwd = normalize(&cwd);
+        // API.js `_startJson`: `script: serve` is PM2's own static file
+        // server (lib/API/Serve.js), whatever `serve` is in PATH.
+        if script == "serve" {
+            let var = |k: &str, default: &str| {
+                d.env
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(default.to_string(), |(_, v)| v.clone())
+            };
+            self.error(
+                script_span,
+                path,
+                "expected `script` to be a file or a command, found `serve`, which PM2 runs as its built-in static file server; procward has none".into(),
+                Some(format!(
+                    "run a static file server as the app, e.g. `script: npx` with `args: serve --single {} --listen {}` (the `serve` package), or let nginx or caddy serve the files",
+                    var("PM2_SERVE_PATH", "."),
+                    var("PM2_SERVE_PORT", "8080"),
+                )),
+            );
+            return None;
+        }
         let mut args = d.args.clone();
         let mut script = script;
-        // A shell-like line (`npm run start`) that is not a file: its first
-        // word is the program, the rest come before `args`.
-        if script.contains(char::is_whitespace) && !cwd.join(&script).exists() {
-            let mut w = keys::split_words(&script);
-            script = w.remove(0);
-            w.extend(args);
-            args = w;
+        let mut interpreter_set = d.interpreter.clone();
+        let mut interpreter_args = d.interpreter_args.clone();
+        // Common.js verifyConfs: a script holding a space is a command line,
+        // run by `bash -c` (else `sh -c`), replacing `args`. A file whose
+        // name has a space is still that file.
+        let command_line = script.contains(' ') && !cwd.join(&script).exists();
+        if command_line {
+            let shell = if which("bash").is_some() {
+                "bash"
+            } else {
+                "sh"
+            };
+            let mut dropped: Vec<&str> = Vec::new();
+            if !args.is_empty() {
+                dropped.push("args");
+            }
+            if interpreter_set.as_ref().is_some_and(|(s, _)| s != "none") {
+                dropped.push("interpreter");
+            }
+            if !interpreter_args.is_empty() {
+                dropped.push("node_args");
+            }
+            if !dropped.is_empty() {
+                let at = dropped
+                    .iter()
+                    .find_map(|k| n.get(k))
+                    .map_or(script_span, |v| v.span);
+                self.warn(
+                    at,
+                    format!("apps[{i}].{}", dropped[0]),
+                    format!(
+                        "`{}` dropped: `script` holds a whole command line, which runs as `{shell} -c '{script}'` as under PM2; write the arguments into the command line",
+                        dropped.join("`, `")
+                    ),
+                );
+            }
+            args = vec!["-c".into(), script];
+            script = shell.into();
+            interpreter_set = Some(("none".into(), script_span));
+            interpreter_args.clear();
         }
         // Common.js prepareAppConf: path.resolve(cwd, script), else which(script).
         let as_file = normalize(&cwd.join(&script));
@@ -489,13 +679,13 @@ impl Validator {
             );
             return None;
         };
-        let interpreter = match &d.interpreter {
+        let interpreter = match &interpreter_set {
             Some((s, _)) => Some(s.clone()),
             None if in_path => None,
             None => by_extension(&program),
         }
         .filter(|s| s != "none");
-        if let (Some(interp), Some((_, ispan))) = (&interpreter, &d.interpreter) {
+        if let (Some(interp), Some((_, ispan))) = (&interpreter, &interpreter_set) {
             if interp.starts_with('/') && !Path::new(interp).exists() {
                 self.error(
                     *ispan,
@@ -511,7 +701,7 @@ impl Validator {
         let mut argv: Vec<OsString> = Vec::new();
         if let Some(interp) = &interpreter {
             argv.push(interp.into());
-            argv.extend(d.interpreter_args.iter().map(OsString::from));
+            argv.extend(interpreter_args.iter().map(OsString::from));
             // A program found in PATH and run by an interpreter needs its path.
             argv.push(if in_path {
                 which(&script).unwrap_or(program).into()
@@ -526,7 +716,7 @@ impl Validator {
             .name
             .as_ref()
             .map(|n| n.0.clone())
-            .unwrap_or_else(|| default_name(&script));
+            .unwrap_or_else(|| default_name(d.script.as_ref().map_or("", |s| s.0.as_str())));
         // Environment: the evaluated file's process.env additions, then env
         // (env_<name> already merged), then PORT (Common.js prepareAppConf).
         let mut env: Vec<(String, String)> = Vec::new();
@@ -538,6 +728,15 @@ impl Validator {
         d.env.iter().for_each(|(k, v)| set(k, v));
         if let Some(p) = &d.port {
             set("PORT", p);
+        }
+        // Common.js sink.resolveInterpreter: python buffers its output when
+        // it is not a terminal; PM2 turns that off.
+        if interpreter.as_deref().is_some_and(|s| {
+            Path::new(s)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().contains("python"))
+        }) {
+            set("PYTHONUNBUFFERED", "1");
         }
         // God.js prepare: 0 (max) means every CPU, negative that many fewer,
         // and never fewer than one.
@@ -717,17 +916,25 @@ fn set<T, E>(slot: &mut T, value: T) -> Result<(), E> {
     Ok(())
 }
 
-/// PM2's default name: the script's file name without its extension.
+/// PM2's default name (Common.js `renderApplicationName`): the script's
+/// last path component without its last extension, so a command line
+/// `npm run start:prod` names its app `npm run start:prod` and
+/// `PORT=4010 node dist/tunnel.js` names it `tunnel`.
 fn default_name(script: &str) -> String {
-    let first = keys::split_words(script)
-        .into_iter()
+    let base = script
+        .trim_end_matches('/')
+        .rsplit('/')
         .next()
         .unwrap_or_default();
-    Path::new(&first)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "app".into())
+    let name = match base.rfind('.') {
+        Some(dot) if dot > 0 => &base[..dot],
+        _ => base,
+    };
+    if name.is_empty() {
+        "app".into()
+    } else {
+        name.into()
+    }
 }
 
 /// lib/API/interpreter.json, with python3 for `.py` (Debian and most images
@@ -798,7 +1005,10 @@ mod tests {
     fn default_names_follow_the_script() {
         assert_eq!(default_name("./dist/server.js"), "server");
         assert_eq!(default_name("npm"), "npm");
-        assert_eq!(default_name("npm run start"), "npm");
+        assert_eq!(default_name("npm run start:prod"), "npm run start:prod");
+        assert_eq!(default_name("PORT=4010 node dist/tunnel.js"), "tunnel");
+        assert_eq!(default_name("sudo bash x.sh && yarn start"), "sudo bash x");
+        assert_eq!(default_name("server.min.js"), "server.min");
     }
 
     #[test]
