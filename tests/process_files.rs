@@ -190,12 +190,50 @@ fn converted_files_load_to_the_same_apps() {
         );
         let b = procward_in(&dir, &again.iter().map(String::as_str).collect::<Vec<_>>());
         std::fs::remove_file(&copy).unwrap();
+        if !b.2.is_empty() {
+            failures.push(format!(
+                "{}: the converted file warns, it should leave ignored keys out\n{}",
+                dir.display(),
+                b.2
+            ));
+        }
         if a.1 != b.1 || b.0 != 0 {
             failures.push(format!(
                 "{}: the converted file loads differently\n{}{}",
                 dir.display(),
                 diff(&a.1, &b.1),
                 b.2
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `check` prints a process file: checked again (with no `--env` or
+/// `--only`, which it already applied), it prints the same text, without
+/// a warning.
+#[test]
+fn check_output_checks_to_itself() {
+    let mut failures = Vec::new();
+    for dir in fixtures() {
+        let args = cmdline(&dir);
+        let mut check = vec!["check"];
+        check.extend(args.iter().map(String::as_str));
+        let (code, first, err) = procward_in(&dir, &check);
+        if code != 0 {
+            failures.push(format!("{}: exit {code}\n{err}", dir.display()));
+            continue;
+        }
+        let copy = dir.join(format!(".checked-{}.yaml", std::process::id()));
+        std::fs::write(&copy, first.replace("$DIR", &dir.to_string_lossy())).unwrap();
+        let copy_name = copy.file_name().unwrap().to_string_lossy().into_owned();
+        let (code, again, err) = procward_in(&dir, &["check", "-c", &copy_name]);
+        std::fs::remove_file(&copy).unwrap();
+        if code != 0 || first != again || !err.is_empty() {
+            failures.push(format!(
+                "{}: check of check's output differs (exit {code})\n{}{err}",
+                dir.display(),
+                diff(&first, &again)
             ));
         }
     }

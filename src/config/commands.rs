@@ -7,7 +7,6 @@
 use serde_norway::{Mapping, Value as Yaml};
 
 use super::error::{Errors, Problem};
-use super::keys::{self, Handling};
 use super::load::{self, Loaded, Selection};
 use super::raw::{Key, Node, Span, Value};
 use super::{AgentSettings, AppSpec};
@@ -191,7 +190,7 @@ pub fn convert(args: &ConvertArgs) -> i32 {
     match load::load(&args.file, &Selection::default()) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
-            let (tree, left_out) = without_ignored(loaded.tree);
+            let (tree, left_out) = without_unused(loaded.tree, &loaded.unused);
             match serde_norway::to_string(&tree) {
                 Ok(text) => {
                     println!(
@@ -200,7 +199,7 @@ pub fn convert(args: &ConvertArgs) -> i32 {
                     );
                     if !left_out.is_empty() {
                         println!(
-                            "# Left out, as procward ignores them: `{}`.",
+                            "# Left out, as procward does not use them: `{}`.",
                             left_out.join("`, `")
                         );
                     }
@@ -245,23 +244,18 @@ fn apps_mut(tree: &mut Node) -> Vec<&mut Node> {
     }
 }
 
-/// Whether procward ignores this app key (with a warning when it asks for
-/// something).
-fn ignored_app_key(key: &str, value: &Node) -> bool {
-    if key.starts_with("env_") {
-        return !matches!(value.value, Value::Map(_) | Value::Null);
-    }
-    keys::find(key).is_some_and(|d| matches!(d.handling, Handling::Ignored(_)))
-}
-
-/// The tree without the keys procward ignores, and their names. The
+/// The tree without the keys procward does not use, and their names. The
 /// `deploy` section's `<env>.env` variables move into each app's
 /// `env_<env>`, under the app's own.
-fn without_ignored(mut tree: Node) -> (Node, Vec<String>) {
+fn without_unused(mut tree: Node, unused: &[(Option<usize>, String)]) -> (Node, Vec<String>) {
     let mut left_out: Vec<String> = Vec::new();
     let mut deploy_envs: Vec<(String, Node)> = Vec::new();
     if let Value::Map(entries) = &mut tree.value {
-        if let Some(at) = entries.iter().position(|(k, _)| k.name == "deploy") {
+        let deploy_unused = unused.iter().any(|(i, k)| i.is_none() && k == "deploy");
+        if let Some(at) = entries
+            .iter()
+            .position(|(k, _)| k.name == "deploy" && deploy_unused)
+        {
             let (_, deploy) = entries.remove(at);
             for (env, target) in deploy.as_map().unwrap_or_default() {
                 if let Some(
@@ -277,12 +271,12 @@ fn without_ignored(mut tree: Node) -> (Node, Vec<String>) {
             left_out.push("deploy".into());
         }
     }
-    for app in apps_mut(&mut tree) {
+    for (i, app) in apps_mut(&mut tree).into_iter().enumerate() {
         let Value::Map(entries) = &mut app.value else {
             continue;
         };
-        entries.retain(|(k, v)| {
-            let ignored = ignored_app_key(&k.name, v);
+        entries.retain(|(k, _)| {
+            let ignored = unused.iter().any(|(at, u)| *at == Some(i) && *u == k.name);
             if ignored && !left_out.contains(&k.name) {
                 left_out.push(k.name.clone());
             }

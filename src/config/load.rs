@@ -41,6 +41,9 @@ pub struct Loaded {
     /// The file as read, for `procward convert`; an evaluated `.js` file's
     /// `process.env` additions are already merged into each app's `env`.
     pub tree: Node,
+    /// Keys of `tree` that procward does not use: (index of the app, key),
+    /// or (`None`, key) at the top level.
+    pub unused: Vec<(Option<usize>, String)>,
 }
 
 /// Reads, validates and resolves a process file.
@@ -51,6 +54,7 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         errors: Vec::new(),
         warnings: Vec::new(),
         deploy_envs: Vec::new(),
+        unused: Vec::new(),
     };
     let base = std::path::absolute(file)
         .ok()
@@ -143,6 +147,7 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         agent,
         warnings: v.warnings,
         tree,
+        unused: v.unused,
     })
 }
 
@@ -264,6 +269,8 @@ struct Validator {
     warnings: Vec<Problem>,
     /// `deploy.<env>.env` of the file, by env name.
     deploy_envs: Vec<(String, Vec<(String, String)>)>,
+    /// Keys procward does not use (see `Loaded::unused`).
+    unused: Vec<(Option<usize>, String)>,
 }
 
 const TOP_KEYS: [&str; 3] = ["apps", "procward", "deploy"];
@@ -447,8 +454,9 @@ impl Validator {
         let kept = if self.deploy_envs.is_empty() {
             String::new()
         } else {
-            " (only its `<env>.env` variables are used, under `--env <env>`)".into()
+            " but for `deploy.<env>.env`, merged by `--env <env>` as PM2 merges it".into()
         };
+        self.unused.push((None, k.name.clone()));
         self.warn(
             k.span,
             "deploy".into(),
@@ -496,6 +504,7 @@ impl Validator {
                         )
                     };
                     self.warn(k.span, kpath, format!("`{}` is ignored: {why}", k.name));
+                    self.unused.push((Some(i), k.name.clone()));
                     continue;
                 }
                 match keys::env_map(&k.name, v) {
@@ -514,6 +523,9 @@ impl Validator {
                 self.unknown_key(k, kpath, keys::spellings().collect(), "app key");
                 continue;
             };
+            if matches!(def.handling, Handling::Ignored(_)) {
+                self.unused.push((Some(i), k.name.clone()));
+            }
             match (def.handling, def.apply) {
                 // `watch: false` and the like ask for nothing: no warning.
                 (Handling::Ignored(_), _)
@@ -644,6 +656,18 @@ impl Validator {
             }
             if !interpreter_args.is_empty() {
                 dropped.push("node_args");
+            }
+            for key in [
+                "args",
+                "interpreter",
+                "exec_interpreter",
+                "node_args",
+                "interpreter_args",
+                "interpreterArgs",
+            ] {
+                if n.get(key).is_some() {
+                    self.unused.push((Some(i), key.into()));
+                }
             }
             if !dropped.is_empty() {
                 let at = dropped
