@@ -248,3 +248,91 @@ fn passwd_ids(user: &str) -> (u32, u32) {
     let f: Vec<&str> = line.split(':').collect();
     (f[2].parse().unwrap(), f[3].parse().unwrap())
 }
+
+/// Process files as PM2 runs them: a command line in `script` (or `cmd`)
+/// runs through bash, so `VAR=value` and `&&` work; `deploy.production.env`
+/// reaches the app under `--env production`; a python app runs unbuffered.
+#[test]
+fn command_lines_deploy_env_and_python_run_as_under_pm2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("tunnel.js"),
+        "require('fs').writeFileSync('port.tmp', `${process.env.PORT} ${process.env.NODE_ENV}\\n`);\n\
+         require('fs').renameSync('port.tmp', 'port');\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("worker.py"),
+        "import os\nopen('python.tmp', 'w').write(os.environ.get('PYTHONUNBUFFERED', 'unset') + '\\n')\nos.rename('python.tmp', 'python')\n",
+    )
+    .unwrap();
+    let port = 4010;
+    std::fs::write(
+        dir.join("ecosystem.config.js"),
+        format!(
+            r#"module.exports = {{
+  apps: [
+    {{ script: `PORT=${{{port}}} node ./tunnel.js`, autorestart: false, env: {{ NODE_ENV: 'development' }} }},
+    {{ name: 'chained', cmd: 'test -f tunnel.js && echo chained > chained.tmp && mv chained.tmp chained', args: '--ignored', autorestart: false }},
+    {{ name: 'py', script: 'worker.py', autorestart: false }},
+  ],
+  deploy: {{ production: {{ host: ['web-1'], env: {{ NODE_ENV: 'production' }} }} }},
+}};
+"#
+        ),
+    )
+    .unwrap();
+    let mut run = Running::start(&[
+        "run",
+        "-c",
+        dir.join("ecosystem.config.js").to_str().unwrap(),
+        "--env",
+        "production",
+    ]);
+    assert_eq!(wait_file(&dir.join("port")), "4010 production\n");
+    assert_eq!(wait_file(&dir.join("chained")), "chained\n");
+    assert_eq!(wait_file(&dir.join("python")), "1\n");
+    assert_eq!(common::code_of(run.wait_exit()), 0);
+    assert!(
+        run.count_lines(&["app=tunnel "]) > 0,
+        "the unnamed command line is named as PM2 names it:\n{}",
+        run.seen.join("\n")
+    );
+    assert_eq!(
+        run.count_lines(&["`args` dropped", "bash -c"]),
+        1,
+        "{}",
+        run.seen.join("\n")
+    );
+}
+
+/// `script: serve` is PM2's static file server: refused before anything
+/// starts, even with a `serve` program in PATH.
+#[test]
+fn script_serve_is_refused_not_looked_up_in_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("serve"), "#!/bin/sh\ntouch \"$0.ran\"\n").unwrap();
+    std::fs::set_permissions(bin.join("serve"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("process.yaml"), "apps:\n  - script: serve\n").unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "-c", dir.join("process.yaml").to_str().unwrap()])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("built-in static file server"), "{err}");
+    assert!(!bin.join("serve.ran").exists(), "the `serve` in PATH ran");
+}
