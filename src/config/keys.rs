@@ -795,6 +795,11 @@ mod tests {
         assert!(with("watchdog", "30s").unwrap().watchdog.is_some());
         assert!(with("watchdog", "null").unwrap().watchdog.is_none());
         assert!(with("watchdog", "0").unwrap().watchdog.is_none());
+        assert!(with("exp_backoff_restart_delay", "null")
+            .unwrap()
+            .restart
+            .exp_backoff_restart_delay
+            .is_none());
         assert!(with("max_memory_restart", "null")
             .unwrap()
             .max_memory_restart
