@@ -242,7 +242,13 @@ fn node_error(stderr: &str, path: &str) -> (Span, String) {
                     .strip_prefix("Node.js v")
                     .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
         })
-        .map(|l| format!("  {l}"))
+        .map(|l| {
+            if l.trim().is_empty() {
+                String::new()
+            } else {
+                format!("  {l}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     (span, message.trim_end().to_string())
@@ -292,7 +298,7 @@ mod tests {
         let (_, msg) = node_error(stderr, "/app/eco.cjs");
         assert_eq!(
             msg,
-            "  /app/eco.cjs:1\n  import x from 'y';\n  ^^^^^^\n  \n  SyntaxError: Cannot use import statement outside a module"
+            "  /app/eco.cjs:1\n  import x from 'y';\n  ^^^^^^\n\n  SyntaxError: Cannot use import statement outside a module"
         );
     }
 
