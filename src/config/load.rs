@@ -297,10 +297,10 @@ fn module_key_hint(key: &str) -> Option<String> {
     let (_, module, setting) = MODULE_KEYS.iter().find(|(k, _, _)| *k == key)?;
     Some(match setting {
         Some(s) => format!(
-            "`{key}` is a {module} setting (`pm2 set {module}:{key}`), not an app key; {LOG_ROTATION}: the `procward:` setting `{s}` will take it"
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`); {LOG_ROTATION}: the `procward:` setting `{s}` will take it"
         ),
         None => format!(
-            "`{key}` is a {module} setting (`pm2 set {module}:{key}`), not an app key; {LOG_ROTATION}, and will rotate by size only (`log_max_size` in the `procward:` section)"
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`); {LOG_ROTATION}, and will rotate by size only (`log_max_size` in the `procward:` section)"
         ),
     })
 }
