@@ -52,9 +52,9 @@ module.exports = {
         dir.join("server.js"),
         r#"const fs = require('fs');
 const e = process.env;
+process.on('SIGTERM', () => { fs.writeFileSync('stopped-node', 'stopped\n'); process.exit(0); });
 fs.writeFileSync('started-node.tmp', `${e.PORT} ${e.VERBOSE} ${e.FROM_DOTENV} ${e.GREETING}\n`);
 fs.renameSync('started-node.tmp', 'started-node');
-process.on('SIGTERM', () => { fs.writeFileSync('stopped-node', 'stopped\n'); process.exit(0); });
 setInterval(() => {}, 1000);
 "#,
     )
