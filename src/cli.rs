@@ -5,16 +5,16 @@
 //! Every option is optional here so that, with a process file, only the
 //! options actually given override the file.
 
-use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use nix::sys::signal::Signal;
 
-use crate::config::units::{parse_duration, parse_signal, parse_size};
-use crate::config::{AgentSettings, AppSpec, LogFormat, MetricsCompat, ReadySource, SighupAction};
+use crate::config::app::PM2_INSTANCE_VAR;
+use crate::config::error::closest;
+use crate::config::keys::{self, Bad, Draft, Handling};
+use crate::config::raw::{Node, Span, Value};
+use crate::config::{agent, AgentSettings, AppSpec, ReadySource};
 
 /// A small init-style agent: PID 1 duties, PM2-style supervision, readiness
 /// for systemd and Kubernetes, Prometheus metrics.
@@ -34,11 +34,9 @@ pub struct Cli {
     #[command(flatten)]
     pub agent: AgentOpts,
     /// The command to run and its arguments, passed exactly as given.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// Only what follows `--`, or the first word that does not start with
+    /// `-`, is the command: an unknown option is an error, not a program.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub cmd: Vec<OsString>,
 }
 
@@ -157,48 +155,58 @@ pub struct RunArgs {
     pub agent: AgentOpts,
 }
 
-/// Per-app options (PM2 CLI names).
+/// Per-app options (PM2 CLI names). Each is read by the definition of the
+/// process-file key of the same name (`--min-uptime` by `min_uptime`,
+/// config/keys.rs), so a value is valid on the command line exactly when it
+/// is valid in a file.
 #[derive(Debug, Args, Default, Clone)]
 pub struct AppOpts {
-    /// App name, shown in logs and metrics [default: the command's file name].
-    #[arg(long)]
+    /// App name, shown in logs and metrics [default: the script's file name,
+    /// or the interpreter's name for inline code (`python3 -c`, `node -e`)].
+    #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Do not restart the app when it exits: exit with its status (as tini).
     #[arg(long)]
     pub no_autorestart: bool,
     /// Consecutive unstable restarts before the app is errored [default: 16].
     #[arg(long, value_name = "N")]
-    pub max_restarts: Option<u32>,
+    pub max_restarts: Option<String>,
     /// A run shorter than this is unstable [default: 1000ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub min_uptime: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub min_uptime: Option<String>,
     /// Wait this long before each restart [default: 0].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub restart_delay: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub restart_delay: Option<String>,
     /// First delay of an exponential backoff (x1.5 per restart, capped at 15s).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub exp_backoff_restart_delay: Option<Duration>,
-    /// Exit codes that end supervision without a restart.
-    #[arg(long, value_name = "CODE", num_args = 1.., value_delimiter = ',', allow_negative_numbers = true)]
-    pub stop_exit_codes: Option<Vec<i32>>,
+    #[arg(long, value_name = "DUR")]
+    pub exp_backoff_restart_delay: Option<String>,
+    /// Exit codes that end supervision without a restart (comma-separated).
+    #[arg(
+        long,
+        value_name = "CODES",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    pub stop_exit_codes: Option<Vec<String>>,
     /// After the stop signal, wait this long before SIGKILL [default: 1600ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub kill_timeout: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub kill_timeout: Option<String>,
     /// Signal that asks the app to stop [default: SIGINT, as PM2].
-    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
-    pub kill_signal: Option<Signal>,
-    /// Number of instances [default: 1].
-    #[arg(short = 'i', long, value_name = "N")]
-    pub instances: Option<u32>,
+    #[arg(long, value_name = "SIG")]
+    pub kill_signal: Option<String>,
+    /// Number of instances: N, `max` or 0 (one per CPU), -1 (one fewer than
+    /// the CPUs) [default: 1]. Each gets NODE_APP_INSTANCE, as under PM2.
+    #[arg(short = 'i', long, value_name = "N", allow_negative_numbers = true)]
+    pub instances: Option<String>,
     /// Wait for `process.send('ready')` (PM2's --wait-ready).
     #[arg(long)]
     pub wait_ready: bool,
     /// Readiness source: started, ipc, notify, tcp:PORT, http://HOST:PORT/PATH.
-    #[arg(long, value_name = "SOURCE", value_parser = parse_ready)]
-    pub ready: Option<ReadySource>,
+    #[arg(long, value_name = "SOURCE")]
+    pub ready: Option<String>,
     /// Time allowed to become ready [default: 3000ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub listen_timeout: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub listen_timeout: Option<String>,
     /// Treat hitting --listen-timeout as a failed start (PM2 treats it as ready).
     #[arg(long)]
     pub strict_ready: bool,
@@ -206,34 +214,37 @@ pub struct AppOpts {
     #[arg(long)]
     pub shutdown_with_message: bool,
     /// Restart gracefully when the app's memory exceeds this (500M, 1G).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub max_memory_restart: Option<u64>,
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory_restart: Option<String>,
     /// Restart when the app's own sd_notify WATCHDOG=1 pings stop this long.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub watchdog: Option<Duration>,
+    #[arg(long, value_name = "DUR")]
+    pub watchdog: Option<String>,
 }
 
-/// Agent options.
+/// Agent options, read by the same definitions as the process file's
+/// `procward:` section (config/agent.rs).
 #[derive(Debug, Args, Default, Clone)]
 pub struct AgentOpts {
-    /// What SIGHUP does [default: reload].
-    #[arg(long, value_enum, value_name = "ACTION")]
-    pub sighup: Option<SighupAction>,
-    /// Format of procward's own log lines [default: text].
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    /// What SIGHUP does: reload (one instance at a time) or forward
+    /// [default: reload].
+    #[arg(long, value_name = "ACTION")]
+    pub sighup: Option<String>,
+    /// Format of procward's own log lines: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Serve /metrics, /healthz, /readyz and /status on this address.
+    /// Serve /metrics, /healthz, /readyz and /status on this address
+    /// (0.0.0.0:9079, :9079 or localhost:9079).
     #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
-    /// How often each instance's processes are sampled [default: 1s].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
-    pub sample_interval: Option<Duration>,
-    /// Also export the metric names of another tool.
-    #[arg(long, value_enum, value_name = "TOOL")]
-    pub metrics_compat: Option<MetricsCompat>,
+    pub metrics: Option<String>,
+    /// How often each instance's processes are sampled, above zero [default: 1s].
+    #[arg(long, value_name = "DUR")]
+    pub sample_interval: Option<String>,
+    /// Also export the metric names of another tool: pm2.
+    #[arg(long, value_name = "TOOL")]
+    pub metrics_compat: Option<String>,
 }
 
 /// Parses a `--ready` source.
@@ -253,126 +264,561 @@ pub fn parse_ready(text: &str) -> Result<ReadySource, String> {
     }
 }
 
+/// One option given on the command line, as its process-file key would
+/// hold it.
+struct Given {
+    /// The flag, for the error message.
+    flag: &'static str,
+    /// The key whose definition reads it.
+    key: &'static str,
+    /// The value.
+    value: Node,
+}
+
+fn text(s: &str) -> Node {
+    Node::new(Value::Str(s.to_string()), Span::default())
+}
+
+fn flag(b: bool) -> Node {
+    Node::new(Value::Bool(b), Span::default())
+}
+
+/// The error for a refused value, in the process file's words.
+fn refused(g: &Given, b: Bad) -> String {
+    let found = match &g.value.value {
+        Value::Str(s) => format!("`{s}`"),
+        Value::Seq(items) => format!(
+            "`{}`",
+            items
+                .iter()
+                .filter_map(|i| i.js_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        _ => g.value.found(),
+    };
+    let mut m = format!("error: {}: expected {}, found {found}", g.flag, b.expected);
+    if let Some(h) = b.hint {
+        m.push_str(&format!("\n  hint: {h}"));
+    }
+    m
+}
+
 impl AppOpts {
-    /// Overrides the settings of `app` with the options given.
-    pub fn apply(&self, app: &mut AppSpec) {
-        if let Some(n) = &self.name {
-            app.name = n.clone();
+    /// The options given, in the order their keys apply (`--wait-ready`
+    /// before `--ready`, which overrides it).
+    fn given(&self) -> Vec<Given> {
+        let mut g = Vec::new();
+        let mut add = |flag, key, value: Option<Node>| {
+            if let Some(value) = value {
+                g.push(Given { flag, key, value });
+            }
+        };
+        let s = |o: &Option<String>| o.as_deref().map(text);
+        let on = |b: bool| b.then(|| flag(true));
+        add("--name", "name", s(&self.name));
+        add(
+            "--no-autorestart",
+            "autorestart",
+            self.no_autorestart.then(|| flag(false)),
+        );
+        add("--max-restarts", "max_restarts", s(&self.max_restarts));
+        add("--min-uptime", "min_uptime", s(&self.min_uptime));
+        add("--restart-delay", "restart_delay", s(&self.restart_delay));
+        add(
+            "--exp-backoff-restart-delay",
+            "exp_backoff_restart_delay",
+            s(&self.exp_backoff_restart_delay),
+        );
+        add(
+            "--stop-exit-codes",
+            "stop_exit_codes",
+            self.stop_exit_codes.as_ref().map(|c| {
+                Node::new(
+                    Value::Seq(c.iter().map(|c| text(c)).collect()),
+                    Span::default(),
+                )
+            }),
+        );
+        add("--kill-timeout", "kill_timeout", s(&self.kill_timeout));
+        add("--kill-signal", "kill_signal", s(&self.kill_signal));
+        add("--instances", "instances", s(&self.instances));
+        add("--wait-ready", "wait_ready", on(self.wait_ready));
+        add("--ready", "ready", s(&self.ready));
+        add(
+            "--listen-timeout",
+            "listen_timeout",
+            s(&self.listen_timeout),
+        );
+        add("--strict-ready", "strict_ready", on(self.strict_ready));
+        add(
+            "--shutdown-with-message",
+            "shutdown_with_message",
+            on(self.shutdown_with_message),
+        );
+        add(
+            "--max-memory-restart",
+            "max_memory_restart",
+            s(&self.max_memory_restart),
+        );
+        add("--watchdog", "watchdog", s(&self.watchdog));
+        g
+    }
+
+    /// Overrides the settings of `app` with the options given, each read by
+    /// its key's definition; `cpus` counts the CPUs for `-i max`.
+    pub fn apply(&self, app: &mut AppSpec, cpus: impl FnOnce() -> u32) -> Result<(), String> {
+        let mut d = Draft {
+            restart: app.restart.clone(),
+            stop: app.stop.clone(),
+            ready: app.ready.clone(),
+            max_memory_restart: app.max_memory_restart,
+            watchdog: app.watchdog,
+            ..Draft::default()
+        };
+        for g in self.given() {
+            let apply = keys::find(g.key)
+                .and_then(|def| def.apply)
+                .expect("every app flag has a key definition");
+            apply(&mut d, &g.value).map_err(|b| refused(&g, b))?;
         }
-        if self.no_autorestart {
-            app.restart.autorestart = false;
+        if let Some((name, _)) = d.name {
+            app.name = name;
         }
-        if let Some(n) = self.max_restarts {
-            app.restart.max_restarts = n;
+        app.restart = d.restart;
+        app.stop = d.stop;
+        app.ready = d.ready;
+        app.max_memory_restart = d.max_memory_restart;
+        app.watchdog = d.watchdog;
+        if let Some(n) = d.instances {
+            app.instances = keys::instances_for(n, cpus());
+            // `-i` is where PM2 gives each process its instance number.
+            app.instance_var
+                .get_or_insert_with(|| PM2_INSTANCE_VAR.to_string());
         }
-        if let Some(d) = self.min_uptime {
-            app.restart.min_uptime = d;
-        }
-        if let Some(d) = self.restart_delay {
-            app.restart.restart_delay = d;
-        }
-        if let Some(d) = self.exp_backoff_restart_delay {
-            app.restart.exp_backoff_restart_delay = Some(d);
-        }
-        if let Some(c) = &self.stop_exit_codes {
-            app.restart.stop_exit_codes = c.clone();
-        }
-        if let Some(d) = self.kill_timeout {
-            app.stop.kill_timeout = d;
-        }
-        if let Some(s) = self.kill_signal {
-            app.stop.kill_signal = s;
-        }
-        if let Some(n) = self.instances {
-            app.instances = n.max(1);
-        }
-        if self.wait_ready {
-            app.ready.source = ReadySource::NodeIpc;
-        }
-        if let Some(r) = &self.ready {
-            app.ready.source = r.clone();
-        }
-        if let Some(d) = self.listen_timeout {
-            app.ready.listen_timeout = d;
-        }
-        if self.strict_ready {
-            app.ready.strict = true;
-        }
-        if self.shutdown_with_message {
-            app.stop.shutdown_with_message = true;
-        }
-        if let Some(m) = self.max_memory_restart {
-            app.max_memory_restart = Some(m);
-        }
-        if let Some(w) = self.watchdog {
-            app.watchdog = Some(w);
-        }
+        Ok(())
     }
 }
 
 impl AgentOpts {
-    /// Overrides the agent settings with the options given.
-    pub fn apply(&self, agent: &mut AgentSettings) {
-        if let Some(s) = self.sighup {
-            agent.sighup = s;
+    /// Overrides the agent settings with the options given, each read by
+    /// its `procward:` setting's definition.
+    pub fn apply(&self, agent: &mut AgentSettings) -> Result<(), String> {
+        let given = [
+            ("--sighup", "sighup", &self.sighup),
+            ("--log-format", "log_format", &self.log_format),
+            ("--log-level", "log_level", &self.log_level),
+            ("--metrics", "metrics", &self.metrics),
+            (
+                "--sample-interval",
+                "sample_interval",
+                &self.sample_interval,
+            ),
+            ("--metrics-compat", "metrics_compat", &self.metrics_compat),
+        ];
+        for (flag, key, value) in given {
+            let Some(value) = value else { continue };
+            let g = Given {
+                flag,
+                key,
+                value: text(value),
+            };
+            let def = agent::find(g.key).expect("every agent flag has a definition");
+            (def.apply)(agent, &g.value).map_err(|b| refused(&g, b))?;
         }
-        if let Some(f) = self.log_format {
-            agent.log_format = f;
-        }
-        if let Some(l) = &self.log_level {
-            agent.log_level = l.clone();
-        }
-        if let Some(a) = self.metrics {
-            agent.metrics_addr = Some(a);
-        }
-        if let Some(i) = self.sample_interval {
-            agent.sample_interval = i;
-        }
-        if let Some(c) = self.metrics_compat {
-            agent.metrics_compat = Some(c);
-        }
+        Ok(())
     }
 }
 
-/// The default app name for a command: its file name (`node server.js` gives
-/// `server`, as PM2 names an app after its script).
-pub fn default_name(cmd: &[OsString]) -> String {
-    let script = cmd
-        .iter()
-        .skip(1)
-        .find(|a| !a.to_string_lossy().starts_with('-'))
-        .filter(|_| is_interpreter(&cmd[0]))
-        .unwrap_or(&cmd[0]);
-    let path = std::path::Path::new(script);
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "app".into())
+/// PM2 commands typed out of habit, with the procward way to do the same.
+/// None of them runs a program: `procward -- start` does. A word leaves
+/// this table when procward gains a command of that name.
+const PM2_VERBS: &[(&[&str], &str)] = &[
+    (
+        &["start"],
+        "procward runs the command after `--` in the foreground: `procward -- node app.js`; \
+         the apps of a process file run with `procward run -c ecosystem.config.js`",
+    ),
+    (
+        &["stop", "delete", "del"],
+        "stop procward itself: SIGTERM (`docker stop`, `systemctl stop`, `kill PID`) stops its apps gracefully",
+    ),
+    (
+        &["restart", "reload", "gracefulReload", "startOrRestart", "startOrReload"],
+        "send SIGHUP to procward (`kill -HUP PID`, `systemctl reload`) for a rolling reload of every app",
+    ),
+    (
+        &["list", "status", "jlist", "prettylist", "describe", "monit"],
+        "procward serves its apps' state on `--metrics ADDR`: `curl ADDR/status` (JSON) and `ADDR/metrics`",
+    ),
+    (
+        &["logs", "flush"],
+        "procward passes its apps' output through untouched: read it with `docker logs`, \
+         `kubectl logs` or `journalctl -u UNIT`",
+    ),
+    (
+        &["save", "resurrect", "startup", "unstartup"],
+        "procward keeps no process list: start it from your image's ENTRYPOINT or a systemd unit",
+    ),
+];
+
+/// The error for a PM2 command typed where procward expects the command to
+/// run; `None` when `cmd` is not one.
+pub fn pm2_verb(cmd: &[OsString]) -> Option<String> {
+    let verb = cmd.first()?.to_str()?;
+    let (_, how) = PM2_VERBS.iter().find(|(words, _)| words.contains(&verb))?;
+    let mut m =
+        format!("error: `{verb}` is a PM2 command; procward has no `{verb}`\n  hint: {how}");
+    if verb == "start" {
+        if let Some(target) = cmd.get(1).map(|t| t.to_string_lossy()) {
+            m.push_str(&format!("\n  hint: here: `{}`", way_to_run(&target)));
+        }
+    }
+    m.push_str(&format!(
+        "\n  hint: to run a program named `{verb}`, write `procward -- {verb}`"
+    ));
+    Some(m)
 }
 
-fn is_interpreter(program: &OsString) -> bool {
+/// How procward runs what `pm2 start TARGET` would.
+fn way_to_run(target: &str) -> String {
+    let ext = std::path::Path::new(target)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    let file = target.rsplit('/').next().unwrap_or(target);
+    if file.contains("ecosystem")
+        || file.contains(".config.")
+        || matches!(ext, "json" | "json5" | "yaml" | "yml")
+    {
+        return format!("procward run -c {target}");
+    }
+    match ext {
+        "js" | "cjs" | "mjs" => format!("procward -- node {target}"),
+        "ts" => format!("procward -- npx tsx {target}"),
+        "py" => format!("procward -- python3 {target}"),
+        "sh" => format!("procward -- bash {target}"),
+        _ => format!("procward -- {target}"),
+    }
+}
+
+/// Whether the command came after an explicit `--` in `args` (the whole
+/// command line): the command is always its last words.
+pub fn after_dashdash(args: &[OsString], cmd: &[OsString]) -> bool {
+    args.len() > cmd.len() && args[args.len() - cmd.len() - 1] == "--"
+}
+
+/// Parses procward's command line. Unknown options are usage errors with
+/// the procward way or a "did you mean", never the command to run.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
+    match Cli::try_parse_from(&args) {
+        Ok(cli) => Ok(cli),
+        Err(e) if e.kind() == clap::error::ErrorKind::UnknownArgument => {
+            let arg = match e.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(s)) => s.clone(),
+                _ => e.exit(),
+            };
+            Err(unknown_option(&arg))
+        }
+        Err(e) => e.exit(),
+    }
+}
+
+/// The error for an option procward does not have.
+fn unknown_option(arg: &str) -> String {
+    let word = arg.split('=').next().unwrap_or(arg);
+    let key = word.trim_start_matches('-').replace('-', "_");
+    // PM2's own spellings of options that map to its keys.
+    let key = match word {
+        "-o" | "--output" => "out_file".to_string(),
+        "-e" | "--error" => "error_file".to_string(),
+        "-l" | "--log" => "log_file".to_string(),
+        "--cron" => "cron_restart".to_string(),
+        "--interpreter-args" => "node_args".to_string(),
+        _ => key,
+    };
+    let respelled =
+        similar_flag(word).filter(|f| *f == word.to_ascii_lowercase().replace('_', "-"));
+    let hint = match (word, keys::find(&key)) {
+        _ if respelled.is_some() => format!("did you mean `{}`?", respelled.unwrap_or_default()),
+        ("-c" | "--config", _) => "a process file runs with `procward run -c FILE`".to_string(),
+        ("--only" | "--env", _) => {
+            format!("`{word}` picks from a process file: `procward run -c FILE {word} NAME`")
+        }
+        ("--no-daemon", _) => "procward always runs in the foreground: drop it".to_string(),
+        (_, Some(def)) => match def.handling {
+            Handling::Ignored(why) => format!("procward has no `{word}`: {why}"),
+            _ => match def.name {
+                "interpreter" | "node_args" => {
+                    "write the interpreter and its options into the command: \
+                     `procward -- node --max-old-space-size=512 app.js`"
+                        .to_string()
+                }
+                name => format!(
+                    "`{name}` has no option; set it in a process file and run `procward run -c FILE`"
+                ),
+            },
+        },
+        (_, None) => match similar_flag(word) {
+            Some(f) => format!("did you mean `{f}`?"),
+            None => "see `procward --help` for the options".to_string(),
+        },
+    };
+    format!(
+        "error: unknown option `{word}`\n  hint: {hint}\n  \
+         the command to run comes after `--` (`procward [OPTIONS] -- CMD [ARGS]...`), \
+         or is the first word that does not start with `-`"
+    )
+}
+
+/// The option closest to `word`: the same with `_` for `-`, an option it
+/// starts (`--max-memory`), or one a typo away.
+fn similar_flag(word: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let run = cmd.find_subcommand("run").cloned();
+    let mut longs: Vec<String> = cmd
+        .get_arguments()
+        .chain(run.iter().flat_map(|r| r.get_arguments()))
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    longs.dedup();
+    let typed = word.to_ascii_lowercase().replace('_', "-");
+    if let Some(f) = longs.iter().find(|l| **l == typed) {
+        return Some(f.clone());
+    }
+    if typed.len() >= 5 {
+        if let Some(f) = longs.iter().find(|l| l.starts_with(&typed)) {
+            return Some(f.clone());
+        }
+    }
+    closest(&typed, longs.iter().map(String::as_str)).map(String::from)
+}
+
+/// The default app name for a command: its script's file name (`node
+/// server.js` gives `server`, as PM2 names an app after its script). Inline
+/// code (`python3 -c CODE`, `node -e CODE`) has no file: the app is named
+/// after the interpreter, so no code (and no secret in it) becomes a
+/// metric label or a log field.
+pub fn default_name(cmd: &[OsString]) -> String {
+    let stem = |p: &OsStr| {
+        std::path::Path::new(p)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let Some(program) = cmd.first() else {
+        return "app".into();
+    };
     let base = std::path::Path::new(program)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    matches!(
-        base.as_str(),
-        "node" | "nodejs" | "bun" | "deno" | "python" | "python3" | "ruby" | "perl" | "php"
-    )
+    let name = match interpreter(&base) {
+        Some(kind) => match script_of(kind, &cmd[1..]) {
+            Script::File(f) => stem(f),
+            Script::Module(m) => Some(m.to_string_lossy().into_owned()),
+            Script::Inline | Script::None => Some(base),
+        },
+        None => stem(program),
+    };
+    name.unwrap_or_else(|| "app".into())
+}
+
+/// Interpreters whose first argument names the script.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Interp {
+    Node,
+    Deno,
+    Python,
+    Ruby,
+    Perl,
+    Php,
+}
+
+fn interpreter(base: &str) -> Option<Interp> {
+    Some(match base {
+        "node" | "nodejs" | "bun" => Interp::Node,
+        "deno" => Interp::Deno,
+        b if b.starts_with("python") => Interp::Python,
+        "ruby" => Interp::Ruby,
+        "perl" => Interp::Perl,
+        b if b.starts_with("php") => Interp::Php,
+        _ => return None,
+    })
+}
+
+/// What an interpreter's arguments run.
+#[derive(Debug, PartialEq)]
+enum Script<'a> {
+    /// A script file.
+    File(&'a OsStr),
+    /// A module (`python3 -m http.server`).
+    Module(&'a OsStr),
+    /// Code given inline.
+    Inline,
+    /// Nothing: a REPL.
+    None,
+}
+
+/// Finds the script among an interpreter's arguments, skipping its options
+/// and their values.
+fn script_of(kind: Interp, args: &[OsString]) -> Script<'_> {
+    // Short options that run inline code, and those that take a value.
+    let (inline, valued): (&str, &str) = match kind {
+        Interp::Node => ("ep", "rC"),
+        Interp::Deno => ("", ""),
+        Interp::Python => ("c", "WXQ"),
+        Interp::Ruby => ("e", "rIC"),
+        Interp::Perl => ("eE", "IM"),
+        Interp::Php => ("rRBE", "cdz"),
+    };
+    const LONG_INLINE: [&str; 2] = ["--eval", "--print"];
+    const LONG_VALUED: [&str; 9] = [
+        "--require",
+        "--import",
+        "--loader",
+        "--experimental-loader",
+        "--env-file",
+        "--title",
+        "--conditions",
+        "--input-type",
+        "--inspect-port",
+    ];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--" {
+            return it.next().map_or(Script::None, |f| Script::File(f));
+        }
+        if let Some(long) = s.strip_prefix("--") {
+            let name = format!("--{}", long.split('=').next().unwrap_or(""));
+            if LONG_INLINE.contains(&name.as_str()) {
+                return Script::Inline;
+            }
+            if LONG_VALUED.contains(&name.as_str()) && !long.contains('=') {
+                it.next();
+            }
+            continue;
+        }
+        if let Some(short) = s.strip_prefix('-').filter(|x| !x.is_empty()) {
+            for (i, c) in short.char_indices() {
+                if inline.contains(c) {
+                    return Script::Inline;
+                }
+                if kind == Interp::Python && c == 'm' {
+                    let rest = &short[i + 1..];
+                    return if rest.is_empty() {
+                        it.next().map_or(Script::None, |m| Script::Module(m))
+                    } else {
+                        Script::Inline
+                    };
+                }
+                if valued.contains(c) {
+                    // The value is the rest of the word, or the next one.
+                    if i + c.len_utf8() == short.len() {
+                        it.next();
+                    }
+                    break;
+                }
+            }
+            continue;
+        }
+        // `deno run app.ts`, `deno eval CODE`.
+        if kind == Interp::Deno {
+            match s.as_ref() {
+                "run" | "serve" | "task" => continue,
+                "eval" | "repl" => return Script::Inline,
+                _ => {}
+            }
+        }
+        return Script::File(a);
+    }
+    Script::None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn v(s: &[&str]) -> Vec<OsString> {
+        s.iter().map(OsString::from).collect()
+    }
+
     #[test]
     fn default_name_follows_the_script() {
-        let v = |s: &[&str]| s.iter().map(OsString::from).collect::<Vec<_>>();
+        let name = |s: &[&str]| default_name(&v(s));
+        assert_eq!(name(&["node", "--inspect", "server.js"]), "server");
         assert_eq!(
-            default_name(&v(&["node", "--inspect", "server.js"])),
-            "server"
+            name(&["node", "-r", "dotenv/config", "dist/main.js"]),
+            "main"
         );
-        assert_eq!(default_name(&v(&["/bin/sleep", "10"])), "sleep");
+        assert_eq!(name(&["node", "--require=dotenv/config", "app.js"]), "app");
+        assert_eq!(name(&["/usr/bin/python3", "-u", "worker.py"]), "worker");
+        assert_eq!(name(&["python3", "-W", "ignore", "worker.py"]), "worker");
+        assert_eq!(name(&["python3", "-m", "uvicorn", "app:api"]), "uvicorn");
+        assert_eq!(name(&["deno", "run", "-A", "server.ts"]), "server");
+        assert_eq!(name(&["/bin/sleep", "10"]), "sleep");
+        assert_eq!(name(&["node"]), "node");
+    }
+
+    #[test]
+    fn inline_code_never_names_the_app() {
+        let name = |s: &[&str]| default_name(&v(s));
+        assert_eq!(name(&["python3", "-c", "TOKEN='s3cr3t'; run()"]), "python3");
+        assert_eq!(name(&["python3", "-uc", "TOKEN='s3cr3t'"]), "python3");
+        assert_eq!(name(&["node", "-e", "const t='s3cr3t'"]), "node");
+        assert_eq!(name(&["node", "--eval=const t='s3cr3t'"]), "node");
+        assert_eq!(name(&["node", "-p", "process.env.X"]), "node");
+        assert_eq!(name(&["bun", "--print", "1"]), "bun");
+        assert_eq!(name(&["ruby", "-e", "puts 1"]), "ruby");
+        assert_eq!(name(&["perl", "-E", "say 1"]), "perl");
+        assert_eq!(name(&["php", "-r", "echo 1;"]), "php");
+        assert_eq!(name(&["deno", "eval", "console.log(1)"]), "deno");
+    }
+
+    #[test]
+    fn pm2_verbs_are_refused_with_the_procward_way() {
+        let e = pm2_verb(&v(&["start", "app.js"])).unwrap();
+        assert!(e.contains("procward -- node app.js"), "{e}");
+        assert!(e.contains("procward -- start"), "{e}");
+        let e = pm2_verb(&v(&["start", "ecosystem.config.js"])).unwrap();
+        assert!(e.contains("procward run -c ecosystem.config.js"), "{e}");
+        for verb in [
+            "list", "logs", "stop", "reload", "restart", "delete", "monit", "status",
+        ] {
+            assert!(pm2_verb(&v(&[verb])).is_some(), "{verb}");
+        }
+        for program in ["node", "env", "ls", "kill", "sleep"] {
+            assert!(pm2_verb(&v(&[program])).is_none(), "{program}");
+        }
+    }
+
+    #[test]
+    fn only_words_after_a_double_dash_are_marked_as_such() {
+        assert!(after_dashdash(
+            &v(&["procward", "--", "start"]),
+            &v(&["start"])
+        ));
+        assert!(!after_dashdash(&v(&["procward", "start"]), &v(&["start"])));
+        assert!(after_dashdash(
+            &v(&["procward", "-i", "2", "--", "a", "b"]),
+            &v(&["a", "b"])
+        ));
+    }
+
+    #[test]
+    fn unknown_options_suggest_the_right_one() {
+        assert_eq!(
+            similar_flag("--max-memory").unwrap(),
+            "--max-memory-restart"
+        );
+        assert_eq!(similar_flag("--wait_ready").unwrap(), "--wait-ready");
+        assert_eq!(similar_flag("--kill-timout").unwrap(), "--kill-timeout");
+        let e = unknown_option("--watch");
+        assert!(e.contains("does not watch files"), "{e}");
+        let e = unknown_option("-c");
+        assert!(e.contains("procward run -c FILE"), "{e}");
     }
 
     #[test]

@@ -16,14 +16,20 @@ mod supervise;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing::warn;
 
 use cli::{Cli, Command};
 use config::{AgentSettings, AppSpec, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::parse(args.clone()) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("procward: {msg}");
+            return ExitCode::from(exit::USAGE as u8);
+        }
+    };
     match &cli.command {
         Some(Command::Check(args)) => return ExitCode::from(config::commands::check(args) as u8),
         Some(Command::Convert(args)) => {
@@ -31,7 +37,7 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    let (apps, agent) = match plan(cli) {
+    let (apps, agent) = match plan(cli, &args) {
         Ok(p) => p,
         Err(msg) => {
             eprintln!("procward: {msg}");
@@ -42,8 +48,9 @@ fn main() -> ExitCode {
     ExitCode::from(run(apps, agent) as u8)
 }
 
-/// Turns the command line into the apps to run and the agent's settings.
-fn plan(cli: Cli) -> Result<(Vec<AppSpec>, AgentSettings), String> {
+/// Turns the command line into the apps to run and the agent's settings;
+/// every value is checked here, before anything starts.
+fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSettings), String> {
     let mut agent = AgentSettings::default();
     match cli.command {
         Some(Command::Run(args)) => config::commands::plan_run(args),
@@ -52,9 +59,17 @@ fn plan(cli: Cli) -> Result<(Vec<AppSpec>, AgentSettings), String> {
             if cli.cmd.is_empty() {
                 return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
             }
-            cli.agent.apply(&mut agent);
+            if !cli::after_dashdash(args, &cli.cmd) {
+                if let Some(e) = cli::pm2_verb(&cli.cmd) {
+                    return Err(e);
+                }
+            }
+            cli.agent.apply(&mut agent)?;
             let mut app = AppSpec::new(cli::default_name(&cli.cmd), cli.cmd);
-            cli.app.apply(&mut app);
+            // The plain wrap passes the environment exactly as given: PM2's
+            // instance variable only comes with `-i`.
+            app.instance_var = None;
+            cli.app.apply(&mut app, config::cpus::available)?;
             Ok((vec![app], agent))
         }
     }

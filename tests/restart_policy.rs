@@ -33,6 +33,12 @@ fn a_crash_loop_with_pm2_defaults_stops_after_16_starts_and_fails() {
     assert_eq!(run.count_lines(&["to=\"online\"", "reason=\"crash\""]), 15);
     assert_eq!(run.count_lines(&["to=\"online\"", "restarts=15"]), 1);
     assert_eq!(run.count_lines(&["too many unstable restarts"]), 1);
+    // A longer min_uptime makes more runs unstable, not fewer: the hint
+    // names the two settings that really allow more restarts.
+    assert_eq!(
+        run.count_lines(&["raise max_restarts or lower min_uptime to allow more"]),
+        1
+    );
     assert_eq!(run.count_lines(&["to=\"errored\""]), 1);
 }
 

@@ -1,8 +1,21 @@
-//! Settings of the agent itself, as opposed to the apps it runs.
+//! Settings of the agent itself, as opposed to the apps it runs: one
+//! definition per setting, read the same way from a process file's
+//! `procward:` section and from its command-line flag (`sample_interval`
+//! and `--sample-interval`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use super::keys::{self, Bad};
+use super::raw::{Node, Value};
+
+/// The port procward serves `/metrics` on in every example, chart and
+/// image. Outside 9100-9999, the range the Prometheus project hands out to
+/// exporters (its "Default port allocations" wiki page, now full), so it
+/// collides with no exporter a host may already run (9100 is
+/// node_exporter's).
+pub const DEFAULT_METRICS_PORT: u16 = 9079;
 
 /// What SIGHUP to procward does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -64,5 +77,197 @@ impl Default for AgentSettings {
             metrics_compat: None,
             control_socket: None,
         }
+    }
+}
+
+/// One agent setting: its name in the `procward:` section (the flag is the
+/// same with dashes), and how its value is read.
+pub struct AgentKey {
+    /// The name (`sample_interval`; the flag is `--sample-interval`).
+    pub name: &'static str,
+    /// Reads the value into the settings.
+    pub apply: fn(&mut AgentSettings, &Node) -> Result<(), Bad>,
+}
+
+/// Every agent setting.
+pub const AGENT_KEYS: &[AgentKey] = &[
+    AgentKey {
+        name: "metrics",
+        apply: metrics,
+    },
+    AgentKey {
+        name: "log_format",
+        apply: log_format,
+    },
+    AgentKey {
+        name: "log_level",
+        apply: log_level,
+    },
+    AgentKey {
+        name: "sighup",
+        apply: sighup,
+    },
+    AgentKey {
+        name: "sample_interval",
+        apply: sample_interval,
+    },
+    AgentKey {
+        name: "metrics_compat",
+        apply: metrics_compat,
+    },
+    AgentKey {
+        name: "control_socket",
+        apply: control_socket,
+    },
+];
+
+/// The definition of an agent setting.
+pub fn find(name: &str) -> Option<&'static AgentKey> {
+    AGENT_KEYS.iter().find(|k| k.name == name)
+}
+
+fn expected(what: String) -> Bad {
+    Bad {
+        expected: what,
+        hint: None,
+    }
+}
+
+/// Parses a listen address as Prometheus exporters take one:
+/// `0.0.0.0:9079`, `[::1]:9079`, `:9079` (every IPv4 address) or
+/// `localhost:9079` (a name, resolved once, first address).
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let wrong = || {
+        format!(
+            "an address such as 0.0.0.0:{p}, :{p} or localhost:{p}",
+            p = DEFAULT_METRICS_PORT
+        )
+    };
+    if let Some(port) = t.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| wrong())?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(addr) = t.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = t.rsplit_once(':').ok_or_else(wrong)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(wrong());
+    }
+    // A name: the first address it resolves to (localhost gives 127.0.0.1
+    // or ::1, as /etc/hosts says).
+    (host, port.parse::<u16>().map_err(|_| wrong())?)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(wrong)
+}
+
+fn metrics(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    let text = v.js_string().unwrap_or_default();
+    a.metrics_addr =
+        Some(parse_metrics_addr(&text).map_err(|e| expected(format!("`metrics` to be {e}")))?);
+    Ok(())
+}
+
+fn log_format(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.log_format = match v.js_string().as_deref() {
+        Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        _ => return Err(expected("`log_format` to be text or json".into())),
+    };
+    Ok(())
+}
+
+fn log_level(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match v.js_string() {
+        Some(s) if matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace") => {
+            a.log_level = s;
+            Ok(())
+        }
+        _ => Err(expected(
+            "`log_level` to be error, warn, info, debug or trace".into(),
+        )),
+    }
+}
+
+fn sighup(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.sighup = match v.js_string().as_deref() {
+        Some("reload") => SighupAction::Reload,
+        Some("forward") => SighupAction::Forward,
+        _ => return Err(expected("`sighup` to be reload or forward".into())),
+    };
+    Ok(())
+}
+
+fn sample_interval(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match keys::duration("sample_interval", v) {
+        // A zero period would make the sampler spin (tokio's interval
+        // refuses it outright).
+        Ok(d) if !d.is_zero() => {
+            a.sample_interval = d;
+            Ok(())
+        }
+        _ => Err(expected(
+            "`sample_interval` to be a duration above zero (1000, 1s)".into(),
+        )),
+    }
+}
+
+fn metrics_compat(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match v.js_string().as_deref() {
+        Some("pm2") => {
+            a.metrics_compat = Some(MetricsCompat::Pm2);
+            Ok(())
+        }
+        _ => Err(expected("`metrics_compat` to be pm2".into())),
+    }
+}
+
+fn control_socket(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match &v.value {
+        Value::Str(s) if !s.is_empty() => {
+            a.control_socket = Some(PathBuf::from(s));
+            Ok(())
+        }
+        _ => Err(expected("`control_socket` to be a path".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses_as_exporters_take_them() {
+        let p = |s: &str| parse_metrics_addr(s).map(|a| a.to_string());
+        assert_eq!(p(":9079").unwrap(), "0.0.0.0:9079");
+        assert_eq!(p("0.0.0.0:9079").unwrap(), "0.0.0.0:9079");
+        assert_eq!(p("[::1]:9079").unwrap(), "[::1]:9079");
+        let local = parse_metrics_addr("localhost:9079").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 9079, "{local}");
+        assert!(p("nowhere").is_err());
+        assert!(p(":http").is_err());
+        assert!(p("localhost:99999").is_err());
+    }
+
+    #[test]
+    fn a_zero_sample_interval_is_refused() {
+        let mut a = AgentSettings::default();
+        let n = |s: &str| Node::new(Value::Str(s.into()), Default::default());
+        assert!(sample_interval(&mut a, &n("0")).is_err());
+        assert!(sample_interval(&mut a, &n("0s")).is_err());
+        assert!(sample_interval(&mut a, &n("250ms")).is_ok());
+        assert_eq!(a.sample_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn log_levels_are_checked() {
+        let mut a = AgentSettings::default();
+        let n = |s: &str| Node::new(Value::Str(s.into()), Default::default());
+        assert!(log_level(&mut a, &n("debug")).is_ok());
+        assert!(log_level(&mut a, &n("verbose")).is_err());
+        assert!(log_level(&mut a, &n("DEBUG")).is_err());
     }
 }

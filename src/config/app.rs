@@ -47,6 +47,19 @@ pub struct AppSpec {
     /// for this long.
     #[serde(with = "opt_ms")]
     pub watchdog: Option<Duration>,
+    /// PM2's instance variable (`instance_var`), set to each process's
+    /// instance number. `None` for a plain `procward -- CMD`, which passes
+    /// the environment untouched (PM2 adds it for process files and `-i`).
+    #[serde(skip_serializing_if = "is_pm2_instance_var")]
+    pub instance_var: Option<String>,
+}
+
+/// PM2's default instance variable (schema.json `instance_var`).
+pub const PM2_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+
+/// Whether `v` is PM2's default, which `procward check` does not print.
+fn is_pm2_instance_var(v: &Option<String>) -> bool {
+    v.as_deref() == Some(PM2_INSTANCE_VAR)
 }
 
 /// PM2's `exec_mode`.
@@ -177,7 +190,8 @@ impl Default for ReadySpec {
 }
 
 impl AppSpec {
-    /// An app running `argv` with PM2's defaults for everything else.
+    /// An app running `argv` with PM2's defaults for everything else
+    /// (`NODE_APP_INSTANCE` included: the plain wrap removes it).
     pub fn new(name: impl Into<String>, argv: Vec<OsString>) -> Self {
         AppSpec {
             name: name.into(),
@@ -194,6 +208,7 @@ impl AppSpec {
             ready: ReadySpec::default(),
             max_memory_restart: None,
             watchdog: None,
+            instance_var: Some(PM2_INSTANCE_VAR.into()),
         }
     }
 }

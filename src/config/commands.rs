@@ -33,9 +33,9 @@ pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> 
         ));
     }
     for app in &mut loaded.apps {
-        args.app.apply(app);
+        args.app.apply(app, super::cpus::available)?;
     }
-    args.agent.apply(&mut loaded.agent);
+    args.agent.apply(&mut loaded.agent)?;
     Ok((loaded.apps, loaded.agent))
 }
 

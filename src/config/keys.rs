@@ -96,6 +96,8 @@ pub struct Draft {
     pub watchdog: Option<Duration>,
     /// `port`, set as `PORT` in the environment.
     pub port: Option<String>,
+    /// `instance_var`.
+    pub instance_var: Option<String>,
 }
 
 const LOGS: &str = "procward passes the app's output through untouched; let the container runtime or journald keep it";
@@ -147,7 +149,7 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "time", aliases: &[], doc: "Prefix log lines with the time.", default: "false", pm2: "schema.json `time`", handling: Handling::Ignored(LOGS), apply: None },
     KeyDef { name: "disable_logs", aliases: &[], doc: "Store no logs.", default: "false", pm2: "schema.json `disable_logs`", handling: Handling::Ignored(LOGS), apply: None },
     KeyDef { name: "pid_file", aliases: &["pid"], doc: "File for the pid.", default: "~/.pm2/pids/<app>-<id>.pid", pm2: "schema.json `pid_file`", handling: Handling::Ignored("pids are in /status and the metrics"), apply: None },
-    KeyDef { name: "instance_var", aliases: &[], doc: "Name of the instance-number variable.", default: "NODE_APP_INSTANCE", pm2: "schema.json `instance_var`", handling: Handling::Ignored("the instance number is always NODE_APP_INSTANCE"), apply: None },
+    KeyDef { name: "instance_var", aliases: &[], doc: "Name of the variable holding each instance's number (0, 1, ...); set for process files and `-i`, never for a plain `procward -- CMD`.", default: "NODE_APP_INSTANCE", pm2: "schema.json `instance_var`", handling: Handling::Honoured, apply: Some(instance_var) },
     KeyDef { name: "increment_var", aliases: &[], doc: "A variable incremented per instance.", default: "none", pm2: "schema.json `increment_var`", handling: Handling::Ignored(PM2_ONLY), apply: None },
     KeyDef { name: "filter_env", aliases: &[], doc: "Drop inherited variables.", default: "false", pm2: "schema.json `filter_env`", handling: Handling::Ignored("the app inherits procward's whole environment"), apply: None },
     KeyDef { name: "treekill", aliases: &[], doc: "Kill the process tree on stop.", default: "true", pm2: "schema.json `treekill`", handling: Handling::Ignored("procward always signals the app's whole process group"), apply: None },
@@ -386,6 +388,17 @@ fn instances(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     }
 }
 
+/// How many instances `instances: n` gives with `cpus` CPUs available
+/// (pm2 lib/God.js `prepare`): 0 (`max`) means every CPU, a negative
+/// number that many fewer, and never fewer than one.
+pub fn instances_for(n: i64, cpus: u32) -> u32 {
+    match n {
+        0 => cpus.max(1),
+        n if n < 0 => (cpus as i64 + n).max(1) as u32,
+        n => n.min(u32::MAX as i64) as u32,
+    }
+}
+
 fn exec_mode(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     // schema.json: "^(cluster|fork)(_mode)?$"
     let mode = match &v.value {
@@ -563,6 +576,23 @@ fn watchdog(d: &mut Draft, v: &Node) -> Result<(), Bad> {
         _ => Some(duration("watchdog", v)?).filter(|t| !t.is_zero()),
     };
     Ok(())
+}
+
+fn instance_var(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    match &v.value {
+        Value::Str(s)
+            if !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !s.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            d.instance_var = Some(s.clone());
+            Ok(())
+        }
+        _ => Err(bad(
+            "`instance_var` to be a variable name (letters, digits and _)",
+            Some("e.g. `instance_var: INSTANCE_ID`"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -881,6 +911,24 @@ mod tests {
         assert_eq!(with("group", "staff").unwrap().group.unwrap().0, "staff");
         assert_eq!(with("port", "8080").unwrap().port.unwrap(), "8080");
         assert!(with("port", "70000").is_err());
+    }
+
+    #[test]
+    fn instance_var_and_count() {
+        assert_eq!(
+            with("instance_var", "INSTANCE_ID")
+                .unwrap()
+                .instance_var
+                .unwrap(),
+            "INSTANCE_ID"
+        );
+        assert!(with("instance_var", "'A=B'").is_err());
+        assert!(with("instance_var", "''").is_err());
+        assert_eq!(instances_for(0, 4), 4);
+        assert_eq!(instances_for(-1, 4), 3);
+        assert_eq!(instances_for(-8, 4), 1);
+        assert_eq!(instances_for(2, 4), 2);
+        assert_eq!(instances_for(0, 0), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::agent::{AgentSettings, LogFormat, MetricsCompat, SighupAction};
+use super::agent::{self, AgentSettings};
 use super::app::{AppSpec, ExecMode};
 use super::error::{closest, Errors, Problem};
 use super::keys::{self, Draft, Handling};
@@ -312,22 +312,13 @@ fn misplaced_hint(key: &str, here: &str) -> Option<String> {
             "`{key}` is an app key: put it in an app, under `apps:`"
         ));
     }
-    if here != "agent" && AGENT_KEYS.contains(&key) {
+    if here != "agent" && agent::find(key).is_some() {
         return Some(format!(
             "`{key}` is a setting of procward itself: put it under the top-level `procward:` section"
         ));
     }
     None
 }
-const AGENT_KEYS: [&str; 7] = [
-    "metrics",
-    "log_format",
-    "log_level",
-    "sighup",
-    "sample_interval",
-    "metrics_compat",
-    "control_socket",
-];
 
 impl Validator {
     fn error(&mut self, span: Span, path: String, message: String, hint: Option<String>) {
@@ -762,14 +753,7 @@ impl Validator {
         }) {
             set("PYTHONUNBUFFERED", "1");
         }
-        // God.js prepare: 0 (max) means every CPU, negative that many fewer,
-        // and never fewer than one.
-        let instances = match d.instances {
-            None => 1,
-            Some(0) => ctx.cpus,
-            Some(n) if n < 0 => (ctx.cpus as i64 + n).max(1) as u32,
-            Some(n) => n as u32,
-        };
+        let instances = d.instances.map_or(1, |n| keys::instances_for(n, ctx.cpus));
         // Common.js sink.determineExecMode: instances set, no exec_mode, and
         // a node or bun interpreter means cluster mode.
         let node_like = interpreter
@@ -821,6 +805,9 @@ impl Validator {
         app.ready = d.ready.clone();
         app.max_memory_restart = d.max_memory_restart;
         app.watchdog = d.watchdog;
+        if let Some(var) = &d.instance_var {
+            app.instance_var = Some(var.clone());
+        }
         Some(app)
     }
 
@@ -841,54 +828,17 @@ impl Validator {
         };
         for (k, v) in entries {
             let path = format!("procward.{}", k.name);
-            let s = v.js_string().unwrap_or_default();
-            let bad = |what: &str| {
-                (
-                    v.span,
-                    path.clone(),
-                    format!("expected `{}` to be {what}, found {}", k.name, v.found()),
-                )
-            };
-            let result: Result<(), (Span, String, String)> = match k.name.as_str() {
-                "metrics" => s
-                    .parse()
-                    .map(|addr| a.metrics_addr = Some(addr))
-                    .map_err(|_| bad("an address such as 0.0.0.0:9100")),
-                "log_format" => match s.as_str() {
-                    "text" => set(&mut a.log_format, LogFormat::Text),
-                    "json" => set(&mut a.log_format, LogFormat::Json),
-                    _ => Err(bad("text or json")),
-                },
-                "log_level"
-                    if matches!(s.as_str(), "error" | "warn" | "info" | "debug" | "trace") =>
-                {
-                    set(&mut a.log_level, s)
+            match agent::find(&k.name) {
+                Some(def) => {
+                    if let Err(b) = (def.apply)(&mut a, v) {
+                        let message = format!("expected {}, found {}", b.expected, v.found());
+                        self.error(v.span, path, message, b.hint);
+                    }
                 }
-                "log_level" => Err(bad("error, warn, info, debug or trace")),
-                "sighup" => match s.as_str() {
-                    "reload" => set(&mut a.sighup, SighupAction::Reload),
-                    "forward" => set(&mut a.sighup, SighupAction::Forward),
-                    _ => Err(bad("reload or forward")),
-                },
-                "sample_interval" => match keys::duration("sample_interval", v) {
-                    Ok(d) if !d.is_zero() => set(&mut a.sample_interval, d),
-                    _ => Err(bad("a duration above zero (1000, 1s)")),
-                },
-                "metrics_compat" if s == "pm2" => {
-                    set(&mut a.metrics_compat, Some(MetricsCompat::Pm2))
+                None => {
+                    let known = agent::AGENT_KEYS.iter().map(|d| d.name).collect();
+                    self.unknown_key(k, path, known, "`procward:` setting")
                 }
-                "metrics_compat" => Err(bad("pm2")),
-                "control_socket" if matches!(v.value, Value::Str(_)) && !s.is_empty() => {
-                    set(&mut a.control_socket, Some(PathBuf::from(s)))
-                }
-                "control_socket" => Err(bad("a path")),
-                _ => {
-                    self.unknown_key(k, path.clone(), AGENT_KEYS.to_vec(), "`procward:` setting");
-                    Ok(())
-                }
-            };
-            if let Err((span, path, msg)) = result {
-                self.error(span, path, msg, None);
             }
         }
         a
@@ -932,12 +882,6 @@ fn locate_in_source(p: &mut Problem, text: &str) {
     if let [one] = found[..] {
         p.span = one;
     }
-}
-
-/// Stores a setting read from the `procward:` section.
-fn set<T, E>(slot: &mut T, value: T) -> Result<(), E> {
-    *slot = value;
-    Ok(())
 }
 
 /// PM2's default name (Common.js `renderApplicationName`): the script's

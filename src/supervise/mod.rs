@@ -425,7 +425,7 @@ impl Supervisor {
         let name = &self.apps[slot.0].spec.name;
         error!(app = %name, instance = slot.1, %status,
                max_restarts = self.apps[slot.0].spec.restart.max_restarts,
-               "too many unstable restarts; giving up (raise max_restarts or min_uptime to allow more)");
+               "too many unstable restarts; giving up (raise max_restarts or lower min_uptime to allow more)");
         self.transition(slot, State::Errored { status }, None);
         if !self.shutting_down {
             self.shutdown(libc::SIGTERM);
@@ -488,7 +488,11 @@ impl Supervisor {
         let readiness = self.prepare_readiness(a);
         let spec = &self.apps[a].spec;
         let mut env: Vec<(OsString, OsString)> = spec.env.clone();
-        env.push(spawn::var("NODE_APP_INSTANCE", i.to_string()));
+        env.extend(
+            spec.instance_var
+                .as_ref()
+                .map(|v| spawn::var(v, i.to_string())),
+        );
         env.extend(readiness.env.iter().cloned());
         let req = SpawnRequest {
             argv: &spec.argv,
