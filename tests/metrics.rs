@@ -412,21 +412,10 @@ fn the_dashboard_and_rules_work_against_a_live_procward() {
     );
 }
 
-#[test]
-fn a_secret_in_the_apps_environment_and_arguments_stays_inside() {
-    const ENV_SECRET: &str = "env-s3cr3t-7f1e";
-    const ARG_SECRET: &str = "arg-s3cr3t-91c2";
-    let (mut pw, addr) = start_with_metrics_env(
-        &[
-            "--log-level",
-            "debug",
-            "--",
-            "node",
-            fixture("metrics/idle.js").to_str().unwrap(),
-            ARG_SECRET,
-        ],
-        &[("API_TOKEN", ENV_SECRET)],
-    );
+/// Runs procward with `args` until the app is online and sampled, reads
+/// every endpoint, stops it; returns (everything served, its log lines).
+fn served_and_logged(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let (mut pw, addr) = start_with_metrics_env(args, env);
     pw.wait_line(&["to=\"online\""]);
     // Once a sample is in, /status shows every field it has.
     let deadline = Instant::now() + PATIENCE;
@@ -442,14 +431,62 @@ fn a_secret_in_the_apps_environment_and_arguments_stays_inside() {
     }
     pw.signal(libc::SIGTERM);
     pw.wait_exit();
-    let logs = pw.seen.join("\n");
-    // The app really had them (so the check below can fail).
+    // The app really ran (so the checks of the callers can fail).
     assert!(seen.contains("\"pid\""), "{seen}");
+    (seen, pw.seen.join("\n"))
+}
+
+#[test]
+fn a_secret_in_the_apps_environment_and_arguments_stays_inside() {
+    const ENV_SECRET: &str = "env-s3cr3t-7f1e";
+    const ARG_SECRET: &str = "arg-s3cr3t-91c2";
+    let (seen, logs) = served_and_logged(
+        &[
+            "--log-level",
+            "debug",
+            "--",
+            "node",
+            fixture("metrics/idle.js").to_str().unwrap(),
+            ARG_SECRET,
+        ],
+        &[("API_TOKEN", ENV_SECRET)],
+    );
     for secret in [ENV_SECRET, ARG_SECRET] {
         assert!(!seen.contains(secret), "{secret} served over HTTP:\n{seen}");
         assert!(
             !logs.contains(secret),
             "{secret} in procward's logs:\n{logs}"
+        );
+    }
+}
+
+/// Inline code has no script file to name the app after: the app is named
+/// after its interpreter, not after the code (which held the secret in the
+/// `app` label, /status and every log line).
+#[test]
+fn a_secret_in_inline_code_stays_inside() {
+    const CODE_SECRET: &str = "code-s3cr3t-5d0a";
+    let python = format!("TOKEN = '{CODE_SECRET}'\nimport time\ntime.sleep(1000)");
+    let node = format!("const token = '{CODE_SECRET}'; setInterval(() => {{}}, 1000)");
+    for cmd in [
+        ["python3", "-c", python.as_str()],
+        ["node", "-e", node.as_str()],
+    ] {
+        let mut args = vec!["--log-level", "debug", "--"];
+        args.extend(cmd);
+        let (seen, logs) = served_and_logged(&args, &[]);
+        assert!(
+            seen.contains(&format!("app=\"{}\"", cmd[0])),
+            "not named {}:\n{seen}",
+            cmd[0]
+        );
+        assert!(
+            !seen.contains(CODE_SECRET),
+            "{CODE_SECRET} served over HTTP:\n{seen}"
+        );
+        assert!(
+            !logs.contains(CODE_SECRET),
+            "{CODE_SECRET} in procward's logs:\n{logs}"
         );
     }
 }
