@@ -45,7 +45,9 @@ fn main() -> ExitCode {
         }
     };
     setup_logging(&agent);
-    ExitCode::from(run(apps, agent) as u8)
+    let code = run(apps, agent);
+    init::terminal::give_back();
+    ExitCode::from(code as u8)
 }
 
 /// Turns the command line into the apps to run and the agent's settings;
@@ -97,6 +99,7 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
         eprintln!("procward: cannot block signals: {e}");
         return exit::SETUP;
     }
+    init::terminal::claim(apps.len() == 1 && apps[0].instances == 1);
     if let Err(e) = init::become_subreaper() {
         warn!(error = %e, "cannot become a child subreaper: orphaned descendants will not be reaped \
               (are you using Linux >= 3.4?). To fix it, run procward as PID 1");

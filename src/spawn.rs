@@ -7,11 +7,12 @@
 //! behind the one reaper's back. Between clone and exec only async-signal-safe
 //! calls are allowed: the child allocates nothing and logs nothing, and
 //! everything it needs is prepared before. Its steps, in order:
-//! 1. own process group (setpgid(2)). The terminal's foreground stays with
-//!    procward, as nextest keeps it (its signal-handling design note): a
-//!    Ctrl-C reaches procward, which stops the apps, instead of killing the
-//!    app behind its back to be restarted. An app that reads the terminal
-//!    gets SIGTTIN, as any background job does;
+//! 1. own process group (setpgid(2)), and with it the terminal's foreground
+//!    when procward hands the terminal over (tcsetpgrp(3), as tini does for
+//!    its child; `init::terminal` says when): an interactive shell or REPL
+//!    reads what is typed, and Ctrl-C reaches it from the terminal. Without
+//!    the terminal, an app that reads it gets SIGTTIN, as any background
+//!    job does;
 //! 2. PR_SET_PDEATHSIG = SIGKILL (prctl(2)), so nothing outlives procward;
 //! 3. extra descriptors moved to the numbers the child expects, then the
 //!    working directory, group and user;
@@ -134,6 +135,9 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
         unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
         return Err(err(io::Error::from_raw_os_error(errno)));
     }
+    if plan.terminal {
+        crate::init::terminal::handed_to(pid);
+    }
     Ok(pid)
 }
 
@@ -155,6 +159,8 @@ struct ChildPlan {
     fds: [(RawFd, RawFd); MAX_EXTRA_FDS],
     nfds: usize,
     parent: libc::pid_t,
+    /// Whether the child takes the terminal's foreground.
+    terminal: bool,
     /// Set by the child to the errno of what failed; 0 once exec succeeded.
     error: AtomicI32,
 }
@@ -218,6 +224,7 @@ impl ChildPlan {
             fds,
             nfds: req.fds.len(),
             parent: std::process::id() as libc::pid_t,
+            terminal: crate::init::terminal::hand_over(),
             error: AtomicI32::new(0),
         })
     }
@@ -280,6 +287,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     let check = |rc: libc::c_long| if rc < 0 { Err(errno()) } else { Ok(()) };
     check(libc::setpgid(0, 0) as libc::c_long)?;
+    if plan.terminal {
+        // Every signal is still blocked here, SIGTTOU included, which lets
+        // a background group take the foreground (tcsetpgrp(3)). A failure
+        // (the terminal is gone: ENOTTY, ENXIO) leaves it where it is, as
+        // tini does; the app runs all the same.
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+    }
     libc::prctl(
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
@@ -389,6 +403,7 @@ unsafe fn move_fds(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
 /// Sends `signo` to the process group `pgid`. A group already gone (ESRCH)
 /// is not an error: the exit is on its way to the reaper.
 pub fn signal_group(pgid: i32, signo: i32) -> io::Result<()> {
+    crate::init::terminal::sending(pgid, signo);
     // SAFETY: kill(2) with integer arguments.
     let rc = unsafe { libc::kill(-pgid, signo) };
     if rc == 0 {

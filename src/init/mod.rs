@@ -1,11 +1,12 @@
 //! PID 1 duties that are not supervision: the signal mask, the subreaper,
-//! and the check that reaping can work.
+//! the check that reaping can work, and the terminal's foreground.
 //!
 //! Before the supervisor loop starts a failure here ends procward with a
 //! message; once it runs, nothing may end it but the end of the apps.
 
 pub mod reaper;
 pub mod signals;
+pub mod terminal;
 
 use std::io;
 

@@ -71,6 +71,9 @@ pub fn block_all() -> io::Result<()> {
 /// The signalfd, registered with the event loop.
 pub struct SignalSource {
     fd: AsyncFd<SignalFd>,
+    /// A SIGCHLD held back while the terminal's interrupt that caused it is
+    /// reported first (see `terminal::interrupted`).
+    held: Option<Received>,
 }
 
 impl SignalSource {
@@ -83,19 +86,33 @@ impl SignalSource {
         .map_err(io::Error::from)?;
         // SAFETY: the SignalFd is owned by the AsyncFd and closed only with it.
         let fd = unsafe { AsyncFd::register_with_interest(sfd, Interest::READABLE)? };
-        Ok(SignalSource { fd })
+        Ok(SignalSource { fd, held: None })
     }
 
-    /// Waits for the next signal.
+    /// Waits for the next signal. When a SIGCHLD comes from the app that
+    /// holds the terminal dying of the terminal's SIGINT or SIGQUIT, that
+    /// signal is reported first, as if from the kernel to procward, and the
+    /// SIGCHLD next: Ctrl-C ends supervision as when procward keeps the
+    /// terminal, instead of an exit to restart from.
     pub async fn recv(&mut self) -> io::Result<Received> {
+        if let Some(held) = self.held.take() {
+            return Ok(held);
+        }
         loop {
             let mut guard = self.fd.readable_mut().await?;
             match guard.get_inner_mut().read_signal() {
                 Ok(Some(info)) => {
-                    return Ok(Received {
+                    let got = Received {
                         signo: info.ssi_signo as i32,
                         sender: info.ssi_pid as i32,
-                    })
+                    };
+                    if got.signo == libc::SIGCHLD {
+                        if let Some(signo) = super::terminal::interrupted() {
+                            self.held = Some(got);
+                            return Ok(Received { signo, sender: 0 });
+                        }
+                    }
+                    return Ok(got);
                 }
                 Ok(None) => guard.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => continue,
