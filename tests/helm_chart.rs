@@ -63,7 +63,7 @@ fn chart_puts_procward_in_front_of_the_app_command() {
     );
     let rendered = std::fs::read_to_string(out_dir.path().join("rendered.yaml")).unwrap();
     let expected =
-        "- /opt/procward/procward\n            - --metrics\n            - \"0.0.0.0:9100\"";
+        "- /opt/procward/procward\n            - --metrics\n            - \"0.0.0.0:9079\"";
     assert!(rendered.contains(expected), "{rendered}");
     let tail = "- \"--\"\n            - \"node\"\n            - \"--enable-source-maps\"\n            - \"app.js\"";
     assert!(rendered.contains(tail), "{rendered}");
