@@ -518,14 +518,19 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, String> {
                 Some(clap::error::ContextValue::String(s)) => s.clone(),
                 _ => e.exit(),
             };
-            Err(unknown_option(&arg))
+            let sub = args
+                .get(1)
+                .and_then(|a| a.to_str())
+                .filter(|a| Command::has_subcommand(a));
+            Err(unknown_option(&arg, sub))
         }
         Err(e) => e.exit(),
     }
 }
 
-/// The error for an option procward does not have.
-fn unknown_option(arg: &str) -> String {
+/// The error for an option procward (or its subcommand `sub`) does not
+/// have.
+fn unknown_option(arg: &str, sub: Option<&str>) -> String {
     let word = arg.split('=').next().unwrap_or(arg);
     let key = word.trim_start_matches('-').replace('-', "_");
     // PM2's own spellings of options that map to its keys.
@@ -564,11 +569,14 @@ fn unknown_option(arg: &str) -> String {
             None => "see `procward --help` for the options".to_string(),
         },
     };
-    format!(
-        "error: unknown option `{word}`\n  hint: {hint}\n  \
-         the command to run comes after `--` (`procward [OPTIONS] -- CMD [ARGS]...`), \
-         or is the first word that does not start with `-`"
-    )
+    match sub {
+        Some(sub) => format!("error: unknown option `{word}` for `procward {sub}`\n  hint: {hint}"),
+        None => format!(
+            "error: unknown option `{word}`\n  hint: {hint}\n  \
+             the command to run comes after `--` (`procward [OPTIONS] -- CMD [ARGS]...`), \
+             or is the first word that does not start with `-`"
+        ),
+    }
 }
 
 /// The option closest to `word`: the same with `_` for `-`, an option it
@@ -815,9 +823,9 @@ mod tests {
         );
         assert_eq!(similar_flag("--wait_ready").unwrap(), "--wait-ready");
         assert_eq!(similar_flag("--kill-timout").unwrap(), "--kill-timeout");
-        let e = unknown_option("--watch");
+        let e = unknown_option("--watch", None);
         assert!(e.contains("does not watch files"), "{e}");
-        let e = unknown_option("-c");
+        let e = unknown_option("-c", None);
         assert!(e.contains("procward run -c FILE"), "{e}");
     }
 
