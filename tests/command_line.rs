@@ -145,10 +145,6 @@ fn every_value_is_checked_before_anything_starts() {
             &["--kill-timeout", "soon"],
             "--kill-timeout: expected `kill_timeout` to be a duration",
         ),
-        (
-            &["--watchdog", "0"],
-            "--watchdog: expected `watchdog` to be a duration above zero",
-        ),
         (&["-i", "lots"], "-i"),
         (
             &["--max-memory-restart", "huge"],
