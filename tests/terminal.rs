@@ -187,3 +187,28 @@ fn several_processes_leave_the_terminal_with_procward() {
     assert_eq!(first, "exit 0", "{out}");
     assert_eq!(out.matches("foreground=False").count(), 2, "{out}");
 }
+
+#[test]
+fn as_pid1_the_app_gets_the_terminal_and_ctrl_c_still_stops_procward() {
+    // `unshare --fork` leaves procward in its parent's group, which lies
+    // outside procward's PID namespace, as a container runtime may.
+    let pw = procward();
+    let as_pid1 = ["unshare", "--pid", "--fork", "--mount-proc", pw.as_str()];
+    let app = "import os\n\
+               print('foreground=%s' % (os.tcgetpgrp(0) == os.getpgrp()), flush=True)\n\
+               print('read=' + input())";
+    let mut cmd = as_pid1.to_vec();
+    cmd.extend(["--no-autorestart", "--", "python3", "-c", app]);
+    let (first, out) = session(
+        &["expect:foreground=", "send:hi\\n", "expect:read=hi"],
+        &cmd,
+    );
+    assert_eq!(first, "exit 0", "{out}");
+    assert!(out.contains("foreground=True"), "{out}");
+    let mut cmd = as_pid1.to_vec();
+    cmd.extend(["--", "sleep", "1000"]);
+    let (first, out) = session(&["expect:to=\"online\"", "intr"], &cmd);
+    assert_eq!(first, format!("exit {}", 128 + libc::SIGINT), "{out}");
+    assert!(out.contains("stopping every app signal=SIGINT"), "{out}");
+    assert!(!out.contains("reason=\"signal\""), "restarted:\n{out}");
+}

@@ -46,7 +46,10 @@ static WATCHING: AtomicBool = AtomicBool::new(false);
 pub fn claim(single: bool) {
     // SAFETY: getpgrp and tcgetpgrp take and return integers.
     let (own, foreground) = unsafe { (libc::getpgrp(), libc::tcgetpgrp(libc::STDIN_FILENO)) };
-    if single && foreground == own {
+    // Both read 0 when the group lies outside procward's PID namespace
+    // (`unshare --pid --fork procward`, whose parent's group procward
+    // shares): the same group, still in the foreground.
+    if single && foreground >= 0 && foreground == own {
         OWN_GROUP.store(own, Ordering::Relaxed);
         HAND_OVER.store(true, Ordering::Relaxed);
     }
@@ -62,9 +65,10 @@ pub fn hand_over() -> bool {
     }
     // SAFETY: tcgetpgrp takes and returns integers.
     let foreground = unsafe { libc::tcgetpgrp(libc::STDIN_FILENO) };
-    foreground > 0
+    let holder = HOLDER.load(Ordering::Relaxed);
+    foreground >= 0
         && (foreground == OWN_GROUP.load(Ordering::Relaxed)
-            || foreground == HOLDER.load(Ordering::Relaxed))
+            || (holder != 0 && foreground == holder))
 }
 
 /// Records that `pid` (the leader of its own group) took the terminal.
@@ -124,7 +128,8 @@ pub fn give_back() {
     // procward, so a background procward is allowed to call tcsetpgrp.
     unsafe {
         let foreground = libc::tcgetpgrp(libc::STDIN_FILENO);
-        if foreground > 0 && foreground != own {
+        // A group outside procward's PID namespace (0) cannot be named.
+        if own > 0 && foreground > 0 && foreground != own {
             libc::tcsetpgrp(libc::STDIN_FILENO, own);
         }
     }
