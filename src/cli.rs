@@ -180,10 +180,11 @@ pub struct AppOpts {
     /// First delay of an exponential backoff (x1.5 per restart, capped at 15s).
     #[arg(long, value_name = "DUR")]
     pub exp_backoff_restart_delay: Option<String>,
-    /// Exit codes that end supervision without a restart (comma-separated).
+    /// Exit codes that end supervision without a restart (`0,3` or `0 3`).
     #[arg(
         long,
         value_name = "CODES",
+        num_args = 1..,
         value_delimiter = ',',
         allow_negative_numbers = true
     )]

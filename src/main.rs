@@ -58,20 +58,22 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
         Some(Command::Run(args)) => config::commands::plan_run(args),
         Some(Command::Check(_) | Command::Convert(_)) => unreachable!("handled in main"),
         None => {
-            if cli.cmd.is_empty() {
-                return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
-            }
             if !cli::after_dashdash(args, &cli.cmd) {
                 if let Some(e) = cli::pm2_verb(&cli.cmd) {
                     return Err(e);
                 }
             }
+            // Values first: an option that took the command's words
+            // (`--stop-exit-codes 0 node app.js`) says so.
             cli.agent.apply(&mut agent)?;
             let mut app = AppSpec::new(cli::default_name(&cli.cmd), cli.cmd);
             // The plain wrap passes the environment exactly as given: PM2's
             // instance variable only comes with `-i`.
             app.instance_var = None;
             cli.app.apply(&mut app, config::cpus::available)?;
+            if app.argv.is_empty() {
+                return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
+            }
             Ok((vec![app], agent))
         }
     }

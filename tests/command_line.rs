@@ -263,3 +263,32 @@ fn metrics_addresses_are_taken_as_exporters_take_them() {
         run.wait_exit();
     }
 }
+
+#[test]
+fn stop_exit_codes_take_a_list_as_pm2s_option_does() {
+    let dir = scratch();
+    let starts = path_in(&dir, "starts");
+    let script = format!("echo start >> {starts}; exit 3");
+    for codes in [&["0", "3"][..], &["0,3"]] {
+        std::fs::write(&starts, "").unwrap();
+        let mut args = vec!["--stop-exit-codes"];
+        args.extend(codes);
+        args.extend(["--", "sh", "-c", &script]);
+        let (code, _, err) = run_with_env(&args, &[("PATH", "/usr/bin:/bin")]);
+        assert_eq!(code, 3, "{codes:?}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&starts).unwrap(),
+            "start\n",
+            "{codes:?}"
+        );
+    }
+    // Without `--`, the list would take the command: refused, never run.
+    let app = path_in(&dir, "app.sh");
+    std::fs::write(&app, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(&starts, "").unwrap();
+    let (code, _, err) = run_with_env(&["--stop-exit-codes", "0", &app], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("found `0,{app}`")), "{err}");
+    assert_eq!(std::fs::read_to_string(&starts).unwrap(), "", "the app ran");
+}
