@@ -290,8 +290,8 @@ unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     if plan.terminal {
         // Every signal is still blocked here, SIGTTOU included, which lets
         // a background group take the foreground (tcsetpgrp(3)). A failure
-        // (the terminal is gone: ENOTTY, ENXIO) leaves it where it is, as
-        // tini does; the app runs all the same.
+        // (the terminal is gone: ENOTTY, ENXIO, which tini also lets pass)
+        // leaves the foreground where it is; the app runs all the same.
         libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
     }
     libc::prctl(
