@@ -98,11 +98,19 @@ pub enum Dropped {
     TooLong,
     /// A notify datagram from a process outside the instance's tree.
     Foreign,
+    /// Descriptors sent with a notify datagram (closed at once), counted
+    /// one by one.
+    Descriptors,
 }
 
 impl Dropped {
     /// Every reason, in label order.
-    pub const ALL: [Dropped; 3] = [Dropped::Garbage, Dropped::TooLong, Dropped::Foreign];
+    pub const ALL: [Dropped; 4] = [
+        Dropped::Garbage,
+        Dropped::TooLong,
+        Dropped::Foreign,
+        Dropped::Descriptors,
+    ];
 
     /// The label value (`reason`).
     pub fn as_str(self) -> &'static str {
@@ -110,6 +118,7 @@ impl Dropped {
             Dropped::Garbage => "garbage",
             Dropped::TooLong => "too_long",
             Dropped::Foreign => "foreign_sender",
+            Dropped::Descriptors => "descriptors",
         }
     }
 

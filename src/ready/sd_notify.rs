@@ -6,8 +6,15 @@
 //! `READY=1`, `STATUS=...`, `WATCHDOG=1`, `WATCHDOG=trigger`, `STOPPING=1`,
 //! `RELOADING=1`, `MAINPID=N`, `ERRNO=N`. Others (`MONOTONIC_USEC`,
 //! `EXTEND_TIMEOUT_USEC`, `FDSTORE`, `BUSERROR`, ...) are ignored, as the
-//! service manager ignores assignments it does not know; descriptors passed
-//! with a datagram are closed.
+//! service manager ignores assignments it does not know. Descriptors passed
+//! with a datagram (SCM_RIGHTS) are all closed on arrival and counted as
+//! dropped, whatever else is wrong with it (too many to fit, a foreign
+//! sender); a datagram with more than [`MAX_FDS`] is dropped whole, as
+//! systemd drops one whose control data was truncated.
+//!
+//! Drops are reported to the supervisor at once for the first one, then
+//! summed over [`DROP_REPORT_INTERVAL`], so a flood of bad datagrams costs
+//! one log line per interval.
 //!
 //! Senders are checked as systemd's `NotifyAccess=all` checks its cgroup:
 //! the kernel attaches the sender's credentials (SO_PASSCRED, unix(7)), and
@@ -19,13 +26,14 @@
 //! dropped; send from the app's own process, not from a helper that exits
 //! at once.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, UnixCredentials};
+use nix::sys::socket::{self, sockopt};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
@@ -104,11 +112,64 @@ impl Drop for Proxy {
     }
 }
 
-/// One datagram: its sender (0 when the kernel gave none) and its text.
+/// One datagram: its sender (0 when the kernel gave none), its text, and
+/// what was wrong with it on arrival.
 struct Datagram {
     sender: i32,
     bytes: Vec<u8>,
     truncated: bool,
+    /// Descriptors that came with it (all closed on arrival).
+    fds: usize,
+    /// The control data did not fit (MSG_CTRUNC): more descriptors were
+    /// sent than [`MAX_FDS`]; the kernel closed those that did not fit.
+    control_truncated: bool,
+}
+
+/// How long drops are summed before they are reported again: the first
+/// drop is reported at once, the rest of a burst once per interval, so a
+/// flood of bad datagrams makes one log line per interval, not one each.
+pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Drops not yet reported, and the end of the current reporting window.
+#[derive(Default)]
+struct Tally {
+    pending: [u64; Dropped::ALL.len()],
+    window_end: Option<Instant>,
+}
+
+impl Tally {
+    /// Counts one drop of `count` inputs; returns what to report now
+    /// (the first drop of a quiet period), else keeps it for [`Tally::flush`].
+    fn add(&mut self, reason: Dropped, count: u64, now: Instant) -> Option<(Dropped, u64)> {
+        match self.window_end {
+            Some(end) if now < end => {
+                self.pending[reason.index()] += count;
+                None
+            }
+            _ => {
+                self.window_end = Some(now + DROP_REPORT_INTERVAL);
+                Some((reason, count))
+            }
+        }
+    }
+
+    /// When pending drops are due.
+    fn due(&self) -> Option<Instant> {
+        self.window_end
+            .filter(|_| self.pending.iter().any(|&c| c > 0))
+    }
+
+    /// Takes the pending drops at the end of a window, and opens the next
+    /// one when there were any.
+    fn flush(&mut self, now: Instant) -> Vec<(Dropped, u64)> {
+        let out: Vec<(Dropped, u64)> = Dropped::ALL
+            .iter()
+            .map(|&r| (r, std::mem::take(&mut self.pending[r.index()])))
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        self.window_end = (!out.is_empty()).then_some(now + DROP_REPORT_INTERVAL);
+        out
+    }
 }
 
 async fn read_loop(
@@ -117,12 +178,24 @@ async fn read_loop(
     forward_ready: bool,
     tx: mpsc::Sender<Message>,
 ) {
+    let mut tally = Tally::default();
     loop {
-        let mut guard = match fd.readable().await {
-            Ok(g) => g,
-            Err(e) => {
-                debug!(pid, error = %e, "notify socket failed");
-                return;
+        let due = tally.due();
+        let mut guard = tokio::select! {
+            r = fd.readable() => match r {
+                Ok(g) => g,
+                Err(e) => {
+                    debug!(pid, error = %e, "notify socket failed");
+                    return;
+                }
+            },
+            _ = sleep_until_some(due) => {
+                for (reason, count) in tally.flush(Instant::now()) {
+                    if !deliver(&tx, dropped(pid, reason, count)).await {
+                        return;
+                    }
+                }
+                continue;
             }
         };
         let d = match guard.try_io(|s| recv(s.get_ref())) {
@@ -133,7 +206,16 @@ async fn read_loop(
             }
             Err(_would_block) => continue,
         };
-        for msg in judge(&d, pid, forward_ready) {
+        let (drops, msgs) = judge(&d, pid, forward_ready);
+        let now = Instant::now();
+        let report = drops
+            .into_iter()
+            .filter_map(|(reason, count)| tally.add(reason, count, now));
+        for msg in msgs
+            .into_iter()
+            .chain(report.map(|(r, c)| dropped(pid, r, c)))
+            .collect::<Vec<_>>()
+        {
             if !deliver(&tx, msg).await {
                 return;
             }
@@ -141,68 +223,140 @@ async fn read_loop(
     }
 }
 
-/// Receives one datagram with its sender's credentials; closes any
-/// descriptors that came with it.
+/// Sleeps until `at`, or forever when there is nothing due.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn dropped(pid: i32, reason: Dropped, count: u64) -> Message {
+    Message::App {
+        pid,
+        event: Event::Dropped {
+            input: Input::Notify,
+            reason,
+            count,
+        },
+    }
+}
+
+/// Receives one datagram with its sender's credentials, and closes every
+/// descriptor that came with it, whatever else is wrong with it.
+///
+/// The control data is walked with the CMSG macros (cmsg(3)) rather than
+/// nix's iterator, which refuses a truncated buffer (MSG_CTRUNC) and so
+/// would leave the descriptors that did arrive open: with MSG_CTRUNC the
+/// kernel still installs as many as fit (`scm_detach_fds` in
+/// net/core/scm.c) and closes only the rest.
 fn recv(sock: &UnixDatagram) -> io::Result<Datagram> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut cmsg = nix::cmsg_space!(UnixCredentials, [std::os::fd::RawFd; MAX_FDS]);
-    let (len, truncated, sender) = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = socket::recvmsg::<()>(
+    // u64 elements keep the buffer aligned for cmsghdr.
+    let mut control = [0u64; CONTROL_SPACE.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = CONTROL_SPACE as _;
+    // SAFETY: hdr points at `buf` and `control`, both alive and as long as
+    // the lengths given; the kernel writes at most those lengths.
+    let len = unsafe {
+        libc::recvmsg(
             sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+            &mut hdr,
+            libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
         )
-        .map_err(io::Error::from)?;
-        let mut sender = 0;
-        for c in msg.cmsgs().map_err(io::Error::from)? {
-            match c {
-                ControlMessageOwned::ScmCredentials(cred) => sender = cred.pid(),
-                ControlMessageOwned::ScmRights(fds) => {
-                    for fd in fds {
-                        // SAFETY: received with this message, owned by nobody else.
-                        unsafe { libc::close(fd) };
+    };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut sender = 0;
+    let mut fds = 0;
+    // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control data the kernel
+    // wrote (msg_controllen was updated to its length) and return null at
+    // its end; each header's data is read only within its cmsg_len.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&hdr);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            let data_len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                    for k in 0..data_len / std::mem::size_of::<libc::c_int>() {
+                        let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(k));
+                        // Received with this message, owned by nobody else.
+                        libc::close(fd);
+                        fds += 1;
                     }
+                }
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                    if data_len >= std::mem::size_of::<libc::ucred>() =>
+                {
+                    let cred = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                    sender = cred.pid;
                 }
                 _ => {}
             }
+            c = libc::CMSG_NXTHDR(&hdr, c);
         }
-        (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), sender)
-    };
-    buf.truncate(len);
+    }
+    buf.truncate(len as usize);
     Ok(Datagram {
         sender,
         bytes: buf,
-        truncated,
+        truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+        fds,
+        control_truncated: hdr.msg_flags & libc::MSG_CTRUNC != 0,
     })
 }
 
-/// The messages one datagram gives, after the sender check.
-fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> Vec<Message> {
-    let dropped = |reason| {
-        vec![Message::App {
+/// Room for the sender's credentials and [`MAX_FDS`] descriptors.
+// SAFETY: CMSG_SPACE is arithmetic on its argument.
+const CONTROL_SPACE: usize = unsafe {
+    libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32) as usize
+        + libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<libc::c_int>()) as u32) as usize
+};
+
+/// What one datagram gives, after the sender check: drops to count
+/// (reason, how many) and messages for the supervisor.
+fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> (Vec<(Dropped, u64)>, Vec<Message>) {
+    let mut drops = Vec::new();
+    // Descriptors are never kept (no FDSTORE=); each one is counted.
+    if d.fds > 0 || d.control_truncated {
+        debug!(
             pid,
-            event: Event::Dropped {
-                input: Input::Notify,
-                reason,
-                count: 1,
-            },
-        }]
-    };
+            fds = d.fds,
+            "descriptors sent on the notify socket closed"
+        );
+        drops.push((Dropped::Descriptors, d.fds.max(1) as u64));
+    }
     if !in_tree(d.sender, pid) {
         debug!(
             pid,
             sender = d.sender,
             "notify datagram from outside the app's process tree dropped"
         );
-        return dropped(Dropped::Foreign);
+        drops.push((Dropped::Foreign, 1));
+        return (drops, Vec::new());
+    }
+    // As systemd does, a datagram whose control data was cut short is
+    // not believed at all (manager_dispatch_notify_fd).
+    if d.control_truncated {
+        return (drops, Vec::new());
     }
     if d.truncated {
-        return dropped(Dropped::TooLong);
+        drops.push((Dropped::TooLong, 1));
+        return (drops, Vec::new());
     }
     let Ok(text) = std::str::from_utf8(&d.bytes) else {
-        return dropped(Dropped::Garbage);
+        drops.push((Dropped::Garbage, 1));
+        return (drops, Vec::new());
     };
     let (ready, events) = parse(text);
     let mut out = Vec::new();
@@ -210,7 +364,7 @@ fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> Vec<Message> {
         out.push(Message::Ready { pid });
     }
     out.extend(events.into_iter().map(|event| Message::App { pid, event }));
-    out
+    (drops, out)
 }
 
 /// Reads the assignments of one datagram: (`READY=1` seen, other events).
@@ -291,6 +445,34 @@ mod tests {
             vec![Event::WatchdogTrigger]
         );
         assert!(!parse("READY=0").0);
+    }
+
+    #[test]
+    fn a_burst_of_drops_is_reported_once_at_once_then_once_per_interval() {
+        let t0 = Instant::now();
+        let mut t = Tally::default();
+        assert_eq!(t.add(Dropped::Garbage, 1, t0), Some((Dropped::Garbage, 1)));
+        for _ in 0..12_345 {
+            assert_eq!(t.add(Dropped::Garbage, 1, t0), None);
+        }
+        assert_eq!(t.add(Dropped::Descriptors, 20, t0), None);
+        assert_eq!(t.due(), Some(t0 + DROP_REPORT_INTERVAL));
+        let end = t0 + DROP_REPORT_INTERVAL;
+        assert_eq!(
+            t.flush(end),
+            vec![(Dropped::Garbage, 12_345), (Dropped::Descriptors, 20)]
+        );
+        // Still in a burst: the next window sums again.
+        assert_eq!(t.add(Dropped::Garbage, 1, end), None);
+        assert_eq!(t.flush(end + DROP_REPORT_INTERVAL).len(), 1);
+        // A quiet window ends the burst: the next drop is reported at once.
+        let quiet = end + DROP_REPORT_INTERVAL * 2;
+        assert!(t.flush(quiet).is_empty());
+        assert_eq!(t.due(), None);
+        assert_eq!(
+            t.add(Dropped::TooLong, 1, quiet),
+            Some((Dropped::TooLong, 1))
+        );
     }
 
     #[test]
