@@ -6,6 +6,7 @@ mod config;
 mod exit;
 mod http;
 mod init;
+mod logs;
 mod metrics;
 mod notify;
 mod ready;
@@ -47,6 +48,9 @@ fn main() -> ExitCode {
     setup_logging(&agent);
     let code = run(apps, agent);
     init::terminal::give_back();
+    // The last lines (why procward stops) should reach a stderr that is
+    // read; one nobody reads does not hold the exit up for long.
+    logs::flush(std::time::Duration::from_millis(500));
     ExitCode::from(code as u8)
 }
 
@@ -81,8 +85,9 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
 
 fn setup_logging(agent: &AgentSettings) {
     let level = agent.log_level.parse().unwrap_or(tracing::Level::INFO);
+    logs::start();
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(logs::Stderr)
         .with_max_level(level)
         .with_target(false)
         // A failed log write (stderr a closed pipe, say) is dropped: the

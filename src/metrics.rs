@@ -43,6 +43,31 @@ pub struct AppLabels {
     pub memory_limit: Option<u64>,
 }
 
+/// `procward_log_lines_dropped_total`: read from the log writer when
+/// gathered, since the lines are dropped outside the supervisor.
+struct LogLinesDropped(IntCounter);
+
+impl LogLinesDropped {
+    fn new() -> Result<Self> {
+        Ok(LogLinesDropped(IntCounter::new(
+            "procward_log_lines_dropped_total",
+            "procward's own log lines dropped because stderr was not read fast enough",
+        )?))
+    }
+}
+
+impl prometheus::core::Collector for LogLinesDropped {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let now = crate::logs::dropped();
+        self.0.inc_by(now.saturating_sub(self.0.get()));
+        self.0.collect()
+    }
+}
+
 /// Every metric family, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -245,6 +270,7 @@ impl Metrics {
                 &["input"],
             )?,
         )?;
+        r.register(Box::new(LogLinesDropped::new()?))?;
         let app_metric = reg(
             &r,
             GaugeVec::new(

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -57,6 +57,25 @@ fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
+}
+
+/// A field of /proc/PID/status, in its unit (kB for memory).
+fn status_field(pid: i32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A child killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn pid_in(dir: &Path) -> i32 {
@@ -127,4 +146,177 @@ fn descriptors_sent_on_the_notify_socket_are_all_closed() {
         !socket.trim().is_empty(),
         "the restarted app got no NOTIFY_SOCKET"
     );
+}
+
+/// Idle connections held against procward's HTTP server, each re-opened
+/// as soon as the server closes it, until `stop`.
+fn hold_idle_connections(
+    addr: String,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let sock = addr.parse().unwrap();
+    let open = || {
+        let s = TcpStream::connect_timeout(&sock, Duration::from_secs(1)).ok()?;
+        s.set_nonblocking(true).ok()?;
+        Some(s)
+    };
+    let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| open()).collect();
+    let mut buf = [0u8; 256];
+    while !stop.load(Ordering::Relaxed) {
+        for c in conns.iter_mut() {
+            let closed = match c {
+                None => true,
+                Some(s) => match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                },
+            };
+            if closed {
+                *c = open();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Regression (hardening item 6): 200 idle connections, re-opened as they
+/// were closed, left /healthz answering 1 probe in 30, with outages of
+/// up to 9.5 s; three failed probes and a kubelet restarts the pod.
+#[test]
+fn healthz_answers_while_200_idle_connections_are_held() {
+    let addr = free_addr();
+    let mut pw = Running::start_cmd(Command::new(procward()).args([
+        "--metrics",
+        &addr,
+        "--",
+        "sleep",
+        "1000",
+    ]));
+    pw.wait_line(&["to=\"online\""]);
+    let pid = pw.pid();
+    assert_eq!(get_within(&addr, "/healthz", PATIENCE), 200);
+    let (fds_before, rss_before) = (fd_count(pid), status_field(pid, "VmRSS"));
+
+    // Clients that ask for /metrics many times over and never read.
+    let slow: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            let req = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+            s.set_nonblocking(true).unwrap();
+            let _ = s.write(req.as_bytes());
+            s
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        std::thread::spawn(move || hold_idle_connections(addr, 200, stop))
+    };
+
+    let probes = 100;
+    let (mut within, mut worst) = (0, Duration::ZERO);
+    let (mut fds_max, mut rss_max) = (0, 0);
+    for _ in 0..probes {
+        let t = Instant::now();
+        let code = get_within(&addr, "/healthz", Duration::from_secs(1));
+        let took = t.elapsed();
+        worst = worst.max(took);
+        if code == 200 && took <= Duration::from_secs(1) {
+            within += 1;
+        }
+        fds_max = fds_max.max(fd_count(pid));
+        rss_max = rss_max.max(status_field(pid, "VmRSS"));
+        // A kubelet probes every few seconds; this is many times faster.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    holder.join().unwrap();
+    drop(slow);
+    eprintln!(
+        "under 200 idle connections and 10 slow readers: /healthz answered {within} of \
+         {probes} probes within 1 s (slowest {worst:?}); procward's fds {fds_before} -> at \
+         most {fds_max}, RSS {rss_before} -> at most {rss_max} kB"
+    );
+    assert!(
+        within * 100 >= probes * 95,
+        "/healthz answered only {within} of {probes} probes within 1 s"
+    );
+    assert!(
+        fds_max <= fds_before + 64 + 8,
+        "fds grew from {fds_before} to {fds_max}"
+    );
+    assert!(
+        rss_max <= rss_before + 32 * 1024,
+        "RSS grew from {rss_before} to {rss_max} kB"
+    );
+}
+
+/// Regression (hardening item 7): with stderr a pipe nobody reads,
+/// procward blocked after about 64 KiB of log lines, and with it reaping,
+/// /healthz and SIGTERM. An app alone could cause it, with bad datagrams.
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_procward() {
+    let dir = scratch();
+    let addr = free_addr();
+    let app = fixture("hardening/notify_flood.py");
+    let mut pw = KillOnDrop(
+        Command::new(procward())
+            .args([
+                "--metrics",
+                &addr,
+                "--ready",
+                "notify",
+                "--kill-timeout",
+                "2s",
+                "--",
+            ])
+            .args([
+                "python3",
+                app.to_str().unwrap(),
+                dir.path().to_str().unwrap(),
+            ])
+            .env("RUNTIME_DIRECTORY", dir.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Held open, never read.
+    let _stderr = pw.0.stderr.take().unwrap();
+
+    wait_file(&dir.path().join("flooded"));
+    let first = pid_in(dir.path());
+    assert_eq!(get_within(&addr, "/healthz", PATIENCE), 200);
+    let metrics = {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut m = String::new();
+        let _ = s.read_to_string(&mut m);
+        m
+    };
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("procward_log_lines_dropped_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    eprintln!("log lines dropped while stderr was not read: {dropped:?}");
+    assert!(dropped.is_some_and(|d| d > 0), "{metrics}");
+
+    // The app is reaped and restarted.
+    std::fs::remove_file(dir.path().join("pid")).unwrap();
+    send(first, libc::SIGKILL);
+    let second = pid_in(dir.path());
+    assert_ne!(second, first);
+
+    let t = Instant::now();
+    send(pw.0.id() as i32, libc::SIGTERM);
+    let status = wait_timeout(&mut pw.0, Duration::from_secs(6));
+    eprintln!("SIGTERM to exit with stderr full: {:?}", t.elapsed());
+    assert!(
+        status.is_some(),
+        "procward did not stop within 6 s of SIGTERM (kill_timeout 2 s)"
+    );
+    assert!(!alive(second), "the app outlived procward");
 }
