@@ -4,16 +4,21 @@
 //! It knows hyper and routes, nothing of the supervisor: it gathers the
 //! metric registry, reads the latest status snapshot and the heartbeat it
 //! was handed. Everything is bounded: header bytes and count, the time to
-//! send a request's headers, a connection's lifetime, and the number of
-//! connections at once. Request bodies are never read. Malformed requests
+//! send a request's headers, a connection's idle time and lifetime, and the
+//! number of connections at once (at the cap, the quietest one makes room).
+//! Each connection is its own task, and a /metrics body is encoded once and
+//! shared, so a slow reader holds up only itself. Request bodies are never read. Malformed requests
 //! get hyper's 400 and are counted in `procward_dropped_inputs_total{input="http"}`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::Full;
@@ -21,21 +26,27 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::socket;
 use prometheus::{IntCounter, Registry};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::status::{Handles, Heartbeat, Status};
 
-/// Connections served at once; further ones are closed at once and counted.
+/// Connections open at once; at the cap, the one quiet for longest is
+/// closed to make room for a new one.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Bytes of request line and headers accepted (hyper's read buffer).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Headers accepted in one request.
 pub const MAX_HEADERS: usize = 32;
-/// Time allowed to send a request's headers (also a keep-alive idle limit).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection that moves no byte for this long is closed: a keep-alive
+/// connection left idle, or a client that stopped reading its response.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a connection is kept, whatever it does.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -71,6 +82,10 @@ impl Server {
     /// Binds `addr`; must run inside the runtime.
     pub fn bind(addr: SocketAddr, h: &Handles) -> io::Result<Server> {
         let std = std::net::TcpListener::bind(addr)?;
+        // A longer accept queue than std's 128 (listen(2) again only
+        // changes it): when it is full the kernel drops a SYN, and the
+        // client (a kubelet's probe) retries only after a second.
+        socket::listen(&std, socket::Backlog::MAXCONN).map_err(io::Error::from)?;
         std.set_nonblocking(true)?;
         info!(addr = %std.local_addr()?, "serving /metrics, /healthz, /readyz and /status");
         // The loop turns at least once per sample (the sampler's message);
@@ -92,8 +107,15 @@ impl Server {
     }
 
     /// Accepts and serves connections until the runtime ends.
+    ///
+    /// At [`MAX_CONNECTIONS`], a new connection is still served: the one
+    /// quiet for longest is closed to make room (and counted in
+    /// `procward_dropped_inputs_total{input="http_busy"}`). Clients that
+    /// open connections and send nothing (slowloris) then only churn among
+    /// themselves, and a kubelet's probe, which asks at once, is answered.
     pub async fn serve(self) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let table = Arc::new(Mutex::new(Table::default()));
+        let epoch = Instant::now();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -111,39 +133,180 @@ impl Server {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                debug!(%peer, "over {MAX_CONNECTIONS} HTTP connections; closing");
+            let last = Arc::new(AtomicU64::new(millis_since(epoch)));
+            let (evict_tx, evict_rx) = oneshot::channel();
+            let (id, evicted) = lock(&table).open(last.clone(), evict_tx);
+            if let Some(victim) = evicted {
+                debug!(%peer, "{MAX_CONNECTIONS} HTTP connections open; closing the one quiet for longest");
+                let _ = victim.send(());
                 if let Some(c) = &self.busy {
                     c.inc();
                     self.routes.generation.fetch_add(1, Ordering::Relaxed);
                 }
-                continue;
-            };
+                // Let the evicted task close its socket before the next
+                // accept, so open descriptors stay near the cap.
+                tokio::task::yield_now().await;
+            }
             let routes = self.routes.clone();
             let dropped = self.dropped.clone();
             let generation = self.routes.generation.clone();
+            let table = table.clone();
+            let io = Tracked {
+                inner: stream,
+                last: last.clone(),
+                epoch,
+            };
             let conn = builder.serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(io),
                 hyper::service::service_fn(move |req| {
                     let routes = routes.clone();
                     async move { Ok::<_, Infallible>(routes.route(&req)) }
                 }),
             );
             tokio::spawn(async move {
-                match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
-                    Ok(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+                let ended = tokio::select! {
+                    r = tokio::time::timeout(CONNECTION_LIFETIME, conn) => r.ok(),
+                    _ = evict_rx => None,
+                    _ = idle(&last, epoch) => {
+                        debug!(%peer, "HTTP connection idle for {IDLE_TIMEOUT:?}; closing");
+                        None
+                    }
+                };
+                match ended {
+                    Some(Err(e)) if e.is_parse() || e.is_parse_too_large() => {
                         debug!(%peer, error = %e, "malformed HTTP request");
                         if let Some(c) = dropped {
                             c.inc();
                             generation.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Ok(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended"),
-                    Ok(Ok(())) | Err(_) => {}
+                    Some(Err(e)) => debug!(%peer, error = %e, "HTTP connection ended"),
+                    Some(Ok(())) | None => {}
                 }
-                drop(permit);
+                lock(&table).close(id);
             });
         }
+    }
+}
+
+/// The open connections: when each last moved a byte, and how to close it.
+#[derive(Default)]
+struct Table {
+    next: u64,
+    open: HashMap<u64, (Arc<AtomicU64>, oneshot::Sender<()>)>,
+}
+
+impl Table {
+    /// Adds a connection; at the cap, takes out the one quiet for longest
+    /// and returns its closer.
+    fn open(
+        &mut self,
+        last: Arc<AtomicU64>,
+        close: oneshot::Sender<()>,
+    ) -> (u64, Option<oneshot::Sender<()>>) {
+        let mut evicted = None;
+        if self.open.len() >= MAX_CONNECTIONS {
+            let oldest = self
+                .open
+                .iter()
+                .min_by_key(|(id, (last, _))| (last.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            evicted = oldest.and_then(|id| self.open.remove(&id)).map(|(_, c)| c);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.open.insert(id, (last, close));
+        (id, evicted)
+    }
+
+    fn close(&mut self, id: u64) {
+        self.open.remove(&id);
+    }
+}
+
+fn lock(t: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Returns once the connection has moved no byte for [`IDLE_TIMEOUT`]: a
+/// keep-alive connection nobody uses, or a reader that stopped reading.
+async fn idle(last: &AtomicU64, epoch: Instant) {
+    loop {
+        let at = epoch + Duration::from_millis(last.load(Ordering::Relaxed)) + IDLE_TIMEOUT;
+        if Instant::now() >= at {
+            return;
+        }
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// A TCP stream that notes when it last read or wrote a byte.
+struct Tracked {
+    inner: TcpStream,
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        self.last.store(millis_since(self.epoch), Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
