@@ -518,8 +518,8 @@ fn malformed_http_gets_400_and_procward_keeps_serving() {
         "{m}"
     );
 
-    // Idle connections fill the cap; the next one is refused and counted,
-    // and serving resumes once they are gone.
+    // Idle connections fill the cap; the next one is still served, the
+    // quietest idle one making room, and that is counted.
     let idle: Vec<TcpStream> = (0..70)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
@@ -529,8 +529,8 @@ fn malformed_http_gets_400_and_procward_keeps_serving() {
     let mut buf = Vec::new();
     let _ = extra.read_to_end(&mut buf);
     assert!(
-        buf.is_empty(),
-        "served over the connection cap: {}",
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "not served over the connection cap: {}",
         String::from_utf8_lossy(&buf)
     );
     drop(idle);
