@@ -134,10 +134,18 @@ async fn deliver(tx: &mpsc::Sender<Message>, msg: Message) -> bool {
     tx.send(msg).await.is_ok()
 }
 
-/// Where per-process notify sockets are made: `$RUNTIME_DIRECTORY` (systemd's
-/// `RuntimeDirectory=`), else `/run/procward` when it can be made, else a
-/// directory under the temporary directory.
+/// Where per-process notify sockets are made, the first that procward may
+/// use: `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`), else
+/// `/run/procward`, else `procward-UID` under the temporary directory.
+///
+/// A directory is used only when it is procward's own: owned by its user
+/// and writable by nobody else ([`claim`]). Otherwise anyone who can write
+/// to it could replace a socket and speak for the app, as another user
+/// could by making `procward-UID` first in a shared `/tmp`. When none
+/// qualifies, the last is returned and binding there fails with the
+/// reason.
 pub fn runtime_dir() -> PathBuf {
+    let mut candidates = Vec::new();
     if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY") {
         // systemd may list several, colon-separated (systemd.exec(5)).
         if let Some(first) = d
@@ -146,16 +154,61 @@ pub fn runtime_dir() -> PathBuf {
             .next()
             .filter(|s| !s.is_empty())
         {
-            return PathBuf::from(first);
+            candidates.push(PathBuf::from(first));
         }
     }
-    let run = Path::new("/run/procward");
-    if std::fs::create_dir_all(run).is_ok() {
-        return run.to_path_buf();
+    candidates.push(PathBuf::from("/run/procward"));
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    candidates.push(std::env::temp_dir().join(format!("procward-{uid}")));
+    let last = candidates.len() - 1;
+    for (k, dir) in candidates.into_iter().enumerate() {
+        match claim(&dir) {
+            Ok(()) => return dir,
+            Err(e) if k == last => {
+                tracing::error!(dir = %dir.display(), "no runtime directory for notify sockets: {e}");
+                return dir;
+            }
+            Err(e) => tracing::info!(dir = %dir.display(), "not using it for notify sockets: {e}"),
+        }
     }
-    // SAFETY: getuid(2) cannot fail.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("procward-{uid}"))
+    unreachable!("the temporary directory is always a candidate")
+}
+
+/// Makes `dir` (mode 0755: apps run as another user must reach their
+/// socket) unless it exists, then checks that it is a
+/// directory (not a symbolic link), owned by procward's user and not
+/// writable by group or others; the error says which is not so.
+pub fn claim(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let refuse = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(refuse(format!("cannot create {}: {e}", dir.display())))
+        }
+        _ => {}
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if !m.is_dir() {
+        Err(refuse(format!("{} is not a directory", dir.display())))
+    } else if m.uid() != uid {
+        Err(refuse(format!(
+            "refusing {}: owned by uid {}, not by procward's user (uid {uid}); \
+             set RUNTIME_DIRECTORY to a directory procward's user owns",
+            dir.display(),
+            m.uid()
+        )))
+    } else if m.mode() & 0o022 != 0 {
+        Err(refuse(format!(
+            "refusing {}: writable by others (mode {:o}); make it 0700 or 0755",
+            dir.display(),
+            m.mode() & 0o7777
+        )))
+    } else {
+        Ok(())
+    }
 }
 
 /// Resources made for one process before it is spawned.
@@ -261,7 +314,7 @@ pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64, listen_fds: usize) -> Prepa
             }
             Err(e) => {
                 tracing::error!(app = %spec.name, dir = %dir.display(), error = %e,
-                                "cannot make a notify socket (set RUNTIME_DIRECTORY to a writable directory)");
+                                "cannot make a notify socket (set RUNTIME_DIRECTORY to a directory procward's user owns)");
                 None
             }
         }

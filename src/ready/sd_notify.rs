@@ -60,7 +60,9 @@ impl Proxy {
     /// Binds `DIR/notify-PROCWARDPID-SEQ.sock`, owned by the app's user so it
     /// can write to it.
     pub fn bind(dir: &Path, seq: u64, uid: Option<u32>, gid: Option<u32>) -> io::Result<Proxy> {
-        std::fs::create_dir_all(dir)?;
+        // Checked at every bind: only procward may be able to replace the
+        // socket file.
+        super::claim(dir)?;
         let path = dir.join(format!("notify-{}-{seq}.sock", std::process::id()));
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
