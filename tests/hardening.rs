@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn procward() -> PathBuf {
-    std::env::var_os("PROCWARD_BIN").map_or_else(bin, PathBuf::from)
+    std::env::var_os("PROCWARD_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(bin, PathBuf::from)
 }
 
 fn free_addr() -> String {
@@ -135,6 +137,8 @@ fn descriptors_sent_on_the_notify_socket_are_all_closed() {
         "procward kept descriptors: {before} open before, {after} after"
     );
     assert_eq!(get_within(&addr, "/healthz", PATIENCE), 200);
+    // Over 16 descriptors: the datagram is dropped whole, as systemd does.
+    assert_eq!(pw.count_lines(&["status=\"with descriptors\""]), 0);
 
     // A restarted app still gets its notify socket and is ready again.
     std::fs::remove_file(dir.path().join("socket")).unwrap();
@@ -319,4 +323,130 @@ fn a_stderr_nobody_reads_does_not_stop_procward() {
         "procward did not stop within 6 s of SIGTERM (kill_timeout 2 s)"
     );
     assert!(!alive(second), "the app outlived procward");
+}
+
+/// Runs procward as `nobody` in a mount namespace whose `/run` is a fresh
+/// root-owned tmpfs, holding a root-owned `/run/procward` when
+/// `run_procward`, with `tmpdir` as its temporary directory. The app
+/// (`notify_app.py DIR ready`) records its NOTIFY_SOCKET in `dir/socket`
+/// and sends READY=1.
+fn start_as_nobody(dir: &Path, tmpdir: &Path, run_procward: bool) -> Running {
+    let app = fixture("ready/notify_app.py");
+    let mkdir = if run_procward {
+        "mkdir -m 755 /run/procward"
+    } else {
+        "true"
+    };
+    let script = format!(
+        "mount -t tmpfs -o mode=755 tmpfs /run && {mkdir} && \
+         exec setpriv --reuid nobody --regid nogroup --clear-groups \
+         env TMPDIR={tmp} {bin} --ready notify --listen-timeout 60s -- \
+         /usr/bin/python3 {app} {dir} ready",
+        tmp = tmpdir.display(),
+        bin = procward().display(),
+        app = app.display(),
+        dir = dir.display(),
+    );
+    Running::start_cmd(
+        Command::new("unshare")
+            .args(["--mount", "sh", "-c", &script])
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET"),
+    )
+}
+
+/// A directory anyone may write to, as /tmp is.
+fn shared_dir(mode: u32) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = scratch();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    d
+}
+
+/// Regression (hardening item 5): a procward that is not root used an
+/// existing root-owned /run/procward, failed there with EACCES, and its
+/// app never got a NOTIFY_SOCKET.
+#[test]
+fn a_non_root_procward_skips_a_run_directory_it_does_not_own() {
+    let dir = shared_dir(0o777);
+    let tmp = shared_dir(0o1777);
+    let mut pw = start_as_nobody(dir.path(), tmp.path(), true);
+    let socket = wait_file(&dir.path().join("socket"));
+    let own = tmp.path().join("procward-65534");
+    assert!(
+        socket.trim().starts_with(own.to_str().unwrap()),
+        "NOTIFY_SOCKET={socket:?}, expected one in {}",
+        own.display()
+    );
+    pw.wait_line(&["to=\"online\""]);
+}
+
+/// Regression (hardening item 5): in a shared temporary directory another
+/// user could make procward-UID first, and procward put its sockets there.
+#[test]
+fn a_fallback_directory_made_by_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = shared_dir(0o777);
+    let tmp = shared_dir(0o1777);
+    // Made first by someone else (root here), open to all.
+    let taken = tmp.path().join("procward-65534");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::set_permissions(&taken, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut pw = start_as_nobody(dir.path(), tmp.path(), false);
+    pw.wait_line(&["refusing", "procward-65534", "owned by uid 0"]);
+    let socket = wait_file(&dir.path().join("socket"));
+    assert_eq!(
+        socket.trim(),
+        "",
+        "the app was given a socket in a directory procward does not own"
+    );
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 0);
+}
+
+/// What procward cannot promise outside PID 1 (hardening item 11): when it
+/// is killed outright, PR_SET_PDEATHSIG takes its app down, but the app's
+/// own children are re-parented and live on. As PID 1 of a PID namespace,
+/// the kernel kills the whole namespace with it.
+#[test]
+fn after_sigkill_the_apps_children_outlive_procward_unless_it_is_pid1() {
+    let dir = scratch();
+    let file = path_in(&dir, "grandchild");
+    let script = format!("sleep 1000 & echo $! > {file}; wait");
+    let mut pw = Running::start_cmd(Command::new(procward()).args(["--", "sh", "-c", &script]));
+    let app = pid_field(&pw.wait_line(&["to=\"online\""]));
+    let grandchild: i32 = wait_file(Path::new(&file)).trim().parse().unwrap();
+    pw.signal(libc::SIGKILL);
+    pw.wait_exit();
+    wait_until("the app to die with procward", || {
+        (!alive(app)).then_some(())
+    });
+    let outlived = alive(grandchild);
+    if outlived {
+        send(grandchild, libc::SIGKILL);
+    }
+    assert!(
+        outlived,
+        "the app's child died with procward: the README says it lives on"
+    );
+
+    std::fs::remove_file(&file).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc"])
+        .arg(procward())
+        .args(["--", "sh", "-c", &script]);
+    let mut pw = Running::start_cmd(&mut cmd);
+    pw.wait_line(&["to=\"online\""]);
+    wait_file(Path::new(&file));
+    let inner = wait_until("procward under unshare", || {
+        children_of(pw.pid()).first().copied()
+    });
+    let sleeps = wait_until("the app's child", || {
+        let app = *children_of(inner).first()?;
+        children_of(app).first().copied()
+    });
+    send(inner, libc::SIGKILL);
+    pw.wait_exit();
+    wait_until("the app's child to die with the namespace", || {
+        (!alive(sleeps)).then_some(())
+    });
 }
