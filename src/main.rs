@@ -129,6 +129,7 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
                 return exit::SETUP;
             }
         };
+        tokio::spawn(logs::drain());
         let metrics_addr = agent.metrics_addr;
         let sup = supervise::Supervisor::new(apps, agent);
         let h = sup.handles();
