@@ -6,9 +6,9 @@ mod config;
 mod exit;
 mod http;
 mod init;
-mod logs;
 mod metrics;
 mod notify;
+mod own_log;
 mod ready;
 mod resources;
 mod spawn;
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     init::terminal::give_back();
     // The last lines (why procward stops) should reach a stderr that is
     // read; one nobody reads does not hold the exit up for long.
-    logs::flush(std::time::Duration::from_millis(500));
+    own_log::flush(std::time::Duration::from_millis(500));
     ExitCode::from(code as u8)
 }
 
@@ -85,9 +85,9 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
 
 fn setup_logging(agent: &AgentSettings) {
     let level = agent.log_level.parse().unwrap_or(tracing::Level::INFO);
-    logs::start();
+    own_log::start();
     let builder = tracing_subscriber::fmt()
-        .with_writer(logs::Stderr)
+        .with_writer(own_log::Stderr)
         .with_max_level(level)
         .with_target(false)
         // A failed log write (stderr a closed pipe, say) is dropped: the
@@ -129,7 +129,7 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
                 return exit::SETUP;
             }
         };
-        tokio::spawn(logs::drain());
+        tokio::spawn(own_log::drain());
         let metrics_addr = agent.metrics_addr;
         let sup = supervise::Supervisor::new(apps, agent);
         let h = sup.handles();

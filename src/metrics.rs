@@ -62,7 +62,7 @@ impl prometheus::core::Collector for LogLinesDropped {
     }
 
     fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        let now = crate::logs::dropped();
+        let now = crate::own_log::dropped();
         self.0.inc_by(now.saturating_sub(self.0.get()));
         self.0.collect()
     }
