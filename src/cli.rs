@@ -14,7 +14,7 @@ use crate::config::app::PM2_INSTANCE_VAR;
 use crate::config::error::closest;
 use crate::config::keys::{self, Bad, Draft, Handling};
 use crate::config::raw::{Node, Span, Value};
-use crate::config::{agent, AgentSettings, AppSpec, ReadySource};
+use crate::config::{agent, AgentSettings, AppSpec, ExecMode, ReadySource};
 
 /// A small init-style agent: PID 1 duties, PM2-style supervision, readiness
 /// for systemd and Kubernetes, Prometheus metrics.
@@ -428,6 +428,21 @@ impl AgentOpts {
             (def.apply)(agent, &g.value).map_err(|b| refused(&g, b))?;
         }
         Ok(())
+    }
+}
+
+/// PM2's `sink.determineExecMode` (lib/Common.js) for a command line: a
+/// node or bun command with `-i` runs in cluster mode.
+pub fn exec_mode(cmd: &[OsString], instances: bool) -> ExecMode {
+    let base = cmd
+        .first()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if instances && matches!(base.as_str(), "node" | "nodejs" | "bun") {
+        ExecMode::Cluster
+    } else {
+        ExecMode::Fork
     }
 }
 

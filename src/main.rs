@@ -11,6 +11,7 @@ mod notify;
 mod own_log;
 mod ready;
 mod resources;
+mod sockets;
 mod spawn;
 mod status;
 mod supervise;
@@ -74,6 +75,9 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
             // The plain wrap passes the environment exactly as given: PM2's
             // instance variable only comes with `-i`.
             app.instance_var = None;
+            // PM2's sink.determineExecMode: `-i` on a node or bun command
+            // means cluster mode.
+            app.exec_mode = cli::exec_mode(&app.argv, cli.app.instances.is_some());
             cli.app.apply(&mut app, config::cpus::available)?;
             if app.argv.is_empty() {
                 return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
@@ -101,6 +105,21 @@ fn setup_logging(agent: &AgentSettings) {
 
 /// The PID 1 checklist, then the supervisor loop.
 fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
+    // First, before procward opens anything: sockets its own service
+    // manager passed are adopted, every other inherited descriptor is
+    // close-on-exec, so nothing leaks into the apps.
+    let mut inherited = sockets::Inherited::take();
+    sockets::close_inherited_on_exec(&inherited.raw_fds());
+    let mut listen = Vec::new();
+    for app in &apps {
+        match sockets::bind_app(&app.name, &app.listen, &mut inherited) {
+            Ok(held) => listen.push(held),
+            Err(e) => {
+                eprintln!("procward: {e}");
+                return exit::SETUP;
+            }
+        }
+    }
     // Before any thread exists, so every thread inherits the mask.
     if let Err(e) = init::signals::block_all() {
         eprintln!("procward: cannot block signals: {e}");
@@ -131,7 +150,8 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
         };
         tokio::spawn(own_log::drain());
         let metrics_addr = agent.metrics_addr;
-        let sup = supervise::Supervisor::new(apps, agent);
+        let mut sup = supervise::Supervisor::new(apps, agent);
+        sup.hold_sockets(listen);
         let h = sup.handles();
         if let Some(interval) = h.sample_interval {
             tokio::spawn(resources::run(interval, h.roots.clone(), sup.sender()));

@@ -14,12 +14,15 @@
 //!    the terminal, an app that reads it gets SIGTTIN, as any background
 //!    job does;
 //! 2. PR_SET_PDEATHSIG = SIGKILL (prctl(2)), so nothing outlives procward;
-//! 3. extra descriptors moved to the numbers the child expects, then the
-//!    working directory, group and user;
+//! 3. extra descriptors moved to the numbers the child expects (and, with
+//!    `LISTEN_FDS` sockets, `LISTEN_PID` written into the prepared
+//!    environment as the child's own pid), then the working directory,
+//!    group and user;
 //! 4. every signal disposition back to default and an empty mask, whatever
 //!    procward blocks itself (tini's `restore_signals`; an ignored signal
 //!    would otherwise stay ignored across exec).
 
+use std::cell::UnsafeCell;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
@@ -58,6 +61,9 @@ pub struct SpawnRequest<'a> {
     pub gid: Option<u32>,
     /// Descriptors to pass: (descriptor in procward, number in the child).
     pub fds: Vec<(RawFd, RawFd)>,
+    /// Set `LISTEN_PID` to the child's own pid (sd_listen_fds(3)), known
+    /// only in the child, between clone and exec.
+    pub listen_pid: bool,
 }
 
 /// Why a child could not be started.
@@ -141,6 +147,31 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
     Ok(pid)
 }
 
+/// The `LISTEN_PID=` entry, filled in by the child.
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+/// Room for it, the digits of any pid and the terminating NUL.
+const LISTEN_PID_LEN: usize = 32;
+
+/// Writes `pid` in decimal after `LISTEN_PID=`, NUL-terminated, without
+/// allocating (the child may not).
+fn write_pid(buf: &mut [u8; LISTEN_PID_LEN], mut pid: u64) {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    let start = LISTEN_PID.len();
+    for k in 0..n {
+        buf[start + k] = digits[n - 1 - k];
+    }
+    buf[start + n] = 0;
+}
+
 /// Size of the stack the child runs on until it calls execve.
 const CHILD_STACK: usize = 64 * 1024;
 
@@ -158,6 +189,9 @@ struct ChildPlan {
     gid: Option<u32>,
     fds: [(RawFd, RawFd); MAX_EXTRA_FDS],
     nfds: usize,
+    /// `LISTEN_PID=` and room for the digits; the child fills them in.
+    /// `envp_ptrs` points at it.
+    listen_pid: Option<Box<UnsafeCell<[u8; LISTEN_PID_LEN]>>>,
     parent: libc::pid_t,
     /// Whether the child takes the terminal's foreground.
     terminal: bool,
@@ -212,17 +246,27 @@ impl ChildPlan {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect::<Vec<_>>()
         };
+        let mut envp_ptrs = ptrs(&envp);
+        let listen_pid = req.listen_pid.then(|| {
+            let mut buf = [0u8; LISTEN_PID_LEN];
+            buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+            Box::new(UnsafeCell::new(buf))
+        });
+        if let Some(cell) = &listen_pid {
+            envp_ptrs.insert(envp_ptrs.len() - 1, cell.get() as *const libc::c_char);
+        }
         Ok(ChildPlan {
             candidates,
             argv_ptrs: ptrs(&argv),
             _argv: argv,
-            envp_ptrs: ptrs(&envp),
+            envp_ptrs,
             _envp: envp,
             cwd,
             uid: req.uid,
             gid: req.gid,
             fds,
             nfds: req.fds.len(),
+            listen_pid,
             parent: std::process::id() as libc::pid_t,
             terminal: crate::init::terminal::hand_over(),
             error: AtomicI32::new(0),
@@ -306,6 +350,10 @@ unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
         libc::syscall(libc::SYS_exit, exit::SETUP);
     }
     move_fds(&plan.fds[..plan.nfds]).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if let Some(cell) = &plan.listen_pid {
+        // The raw system call: the child's own pid, not a cached one.
+        write_pid(&mut *cell.get(), libc::syscall(libc::SYS_getpid) as u64);
+    }
     if let Some(dir) = &plan.cwd {
         check(libc::chdir(dir.as_ptr()) as libc::c_long)?;
     }
@@ -425,6 +473,22 @@ pub fn var(k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> (OsString, OsString) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_listen_pid_entry_is_written_in_place() {
+        let mut buf = [0u8; LISTEN_PID_LEN];
+        buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        write_pid(&mut buf, 4194304);
+        assert_eq!(
+            std::ffi::CStr::from_bytes_until_nul(&buf).unwrap(),
+            c"LISTEN_PID=4194304"
+        );
+        write_pid(&mut buf, 7);
+        assert_eq!(
+            std::ffi::CStr::from_bytes_until_nul(&buf).unwrap(),
+            c"LISTEN_PID=7"
+        );
+    }
 
     #[test]
     fn a_program_is_looked_up_in_path_as_execvp_does() {

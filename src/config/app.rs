@@ -29,8 +29,13 @@ pub struct AppSpec {
     pub env_keys: Vec<String>,
     /// How many copies run at once (PM2 `instances`, resolved to a number).
     pub instances: u32,
-    /// PM2 `exec_mode`. Both run as separate processes under procward.
+    /// PM2 `exec_mode`. Both run as separate processes under procward; a
+    /// cluster instance is also a Node cluster worker whose primary is
+    /// procward.
     pub exec_mode: ExecMode,
+    /// Sockets procward binds once and passes to every instance
+    /// (`LISTEN_FDS`).
+    pub listen: Vec<crate::sockets::ListenAddr>,
     /// Run as this user id (PM2 `uid`/`user`).
     pub uid: Option<u32>,
     /// Run as this group id (PM2 `gid`/`group`).
@@ -69,7 +74,8 @@ pub enum ExecMode {
     /// One process per instance.
     Fork,
     /// PM2 runs these under Node's cluster module; procward runs each
-    /// instance as its own process and shares listening sockets itself.
+    /// instance as a cluster worker and is its primary: it answers the
+    /// worker's `listen()` with a socket it holds.
     Cluster,
 }
 
@@ -201,6 +207,7 @@ impl AppSpec {
             env_keys: Vec::new(),
             instances: 1,
             exec_mode: ExecMode::Fork,
+            listen: Vec::new(),
             uid: None,
             gid: None,
             restart: RestartPolicy::default(),

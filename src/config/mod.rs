@@ -17,4 +17,4 @@ pub mod users;
 pub mod yaml;
 
 pub use agent::{AgentSettings, LogFormat, MetricsCompat, SighupAction};
-pub use app::{AppSpec, ReadySource, RestartPolicy};
+pub use app::{AppSpec, ExecMode, ReadySource, RestartPolicy};

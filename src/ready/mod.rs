@@ -15,6 +15,7 @@
 //! as long as the process: dropping it stops the readers and removes the
 //! notify socket.
 
+pub mod cluster;
 pub mod node_ipc;
 pub mod probe;
 pub mod sd_notify;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::{AppSpec, ReadySource};
+use crate::config::{AppSpec, ExecMode, ReadySource};
 use crate::spawn;
 use crate::supervise::message::Message;
 
@@ -277,16 +278,23 @@ impl Prepared {
 }
 
 /// Makes what process `seq` of `spec` needs to report readiness: the Node
-/// IPC channel (for `ipc` readiness or `shutdown_with_message`) and a notify
+/// IPC channel (for `ipc` readiness, `shutdown_with_message`, or a cluster
+/// worker, which also gets `NODE_UNIQUE_ID` = `seq`, its worker id) and a notify
 /// socket (for `notify` readiness or a `watchdog`). A failure is logged and
 /// that source left out: listen_timeout then decides. `listen_fds` is the
 /// number of sockets passed with `LISTEN_FDS`, which come first.
 pub fn prepare(spec: &AppSpec, dir: &Path, seq: u64, listen_fds: usize) -> Prepared {
     let mut env = Vec::new();
     let source = spec.ready.source.clone();
-    let ipc = if source == ReadySource::NodeIpc || spec.stop.shutdown_with_message {
+    let cluster = spec.exec_mode == ExecMode::Cluster;
+    let ipc = if source == ReadySource::NodeIpc || spec.stop.shutdown_with_message || cluster {
         match node_ipc::pair() {
             Ok((child, ours)) => {
+                if cluster {
+                    // lib/internal/process/pre_execution.js: a process with
+                    // this variable (and a script) is a cluster worker.
+                    env.push(spawn::var("NODE_UNIQUE_ID", seq.to_string()));
+                }
                 env.push(spawn::var(
                     "NODE_CHANNEL_FD",
                     node_ipc::channel_fd(listen_fds).to_string(),
@@ -346,6 +354,18 @@ impl Channels {
     /// false when there is no channel or the write failed.
     pub fn send_ipc(&self, value: &serde_json::Value) -> bool {
         self.ipc.as_ref().is_some_and(|w| w.send(value))
+    }
+
+    /// Sends a JSON value with a descriptor attached on the IPC channel
+    /// (a cluster worker's listening socket).
+    pub fn send_ipc_fd(&self, value: &serde_json::Value, fd: RawFd) -> std::io::Result<()> {
+        match &self.ipc {
+            Some(w) => w.send_with_fd(value, fd),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no IPC channel",
+            )),
+        }
     }
 
     /// Re-arms the watchdog after a ping.

@@ -16,15 +16,21 @@
 //!   receiver answers `{"cmd":"NODE_HANDLE_ACK"}`, and without that answer the
 //!   sender queues every later message. We read with plain reads (the kernel
 //!   closes any descriptor passed to us) and acknowledge.
+//! - `NODE_CLUSTER` messages (a worker's `online`, `queryServer`,
+//!   `listening`, `close`) are handed to the supervisor as
+//!   [`Message::Cluster`]; [`super::cluster`] describes the protocol.
 //! - `lib/child_process.js` `_forkChild`: the child `unref`s the channel and
 //!   refs it only while a `'message'`/`'disconnect'` listener exists, so an
 //!   app that never listens still exits on its own.
 //!
 //! procward keeps its end open and reads for the process's whole life: a
 //! closed channel makes a later `process.send` emit an error that crashes an
-//! app without an error handler. Lines are bounded ([`MAX_LINE`]); a longer
-//! line is skipped up to its newline, and it and lines that are not JSON are
-//! dropped and counted.
+//! app without an error handler. What is kept per process is bounded: one
+//! line of at most [`MAX_LINE`] bytes (a longer line is skipped up to its
+//! newline; it and lines that are not JSON are dropped and counted), and a
+//! line is read without building what is not used: only a few top-level
+//! fields are looked at, borrowed from the line, and any other value,
+//! however large, is scanned over, not built ([`parse`]).
 //!
 //! Messages understood (PM2's `lib/ProcessContainerFork.js` apps and
 //! `@pm2/io`):
@@ -38,16 +44,21 @@
 //! procward sends `"shutdown"` (PM2's `shutdown_with_message`).
 
 use std::io::{self, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-use super::{deliver, Dropped, Event, Input, FIRST_FD};
+use super::{cluster, deliver, Dropped, Event, Input, FIRST_FD};
 use crate::supervise::message::Message;
 
 /// The longest line kept (1 MiB): `@pm2/io` metric batches are a few KiB.
@@ -78,6 +89,33 @@ impl Writer {
         let mut line = value.to_string().into_bytes();
         line.push(b'\n');
         (&self.0).write_all(&line).is_ok()
+    }
+
+    /// Writes one message with descriptor `fd` attached (SCM_RIGHTS), in
+    /// one sendmsg(2) so that the descriptor arrives with the message's
+    /// first byte, as libuv's `uv_write2` sends a handle; the rest, if the
+    /// socket took only part, follows. The receiver gets its own copy of
+    /// the descriptor: ours stays open.
+    pub fn send_with_fd(&self, value: &Value, fd: RawFd) -> io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [io::IoSlice::new(&line)];
+        let sent = loop {
+            match sendmsg::<UnixAddr>(
+                self.0.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other?,
+            }
+        };
+        (&self.0).write_all(&line[sent..])
     }
 }
 
@@ -132,6 +170,7 @@ async fn read_loop(
                     pid,
                     "\"ready\" on the IPC channel ignored: readiness comes from elsewhere"
                 ),
+                Line::Cluster(request) => out.push(Message::Cluster { pid, request }),
                 Line::Internal(cmd) if cmd == "NODE_HANDLE" => acks += 1,
                 Line::Internal(cmd) => trace!(pid, cmd, "Node internal message ignored"),
                 Line::Metrics(m) => {
@@ -231,7 +270,9 @@ impl Lines {
 pub enum Line {
     /// `"ready"`.
     Ready,
-    /// A Node internal message (`{"cmd":"NODE_..."}`); its `cmd`.
+    /// A Node cluster message (`{"cmd":"NODE_CLUSTER",...}`) from a worker.
+    Cluster(cluster::Request),
+    /// Another Node internal message (`{"cmd":"NODE_..."}`); its `cmd`.
     Internal(String),
     /// `axm:monitor` values.
     Metrics(Vec<(String, f64)>),
@@ -243,27 +284,122 @@ pub enum Line {
     Garbage,
 }
 
-/// Reads one line.
+/// The largest `data` of a `process:msg` or `axm:monitor` message that is
+/// parsed into a value; a larger one is described by its size.
+pub const MAX_DATA: usize = 64 * 1024;
+
+/// The top-level fields of an object message, each borrowed as raw JSON
+/// text: nothing is copied or built for a field nobody reads, and values of
+/// other fields (a 1 MiB array, say) are only scanned over.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Fields<'a> {
+    #[serde(borrow, deserialize_with = "raw")]
+    cmd: Option<&'a RawValue>,
+    #[serde(rename = "type", borrow, deserialize_with = "raw")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    act: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    seq: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    key: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    address: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    port: Option<&'a RawValue>,
+    #[serde(rename = "addressType", borrow, deserialize_with = "raw")]
+    address_type: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    fd: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    index: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    backlog: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    flags: Option<&'a RawValue>,
+    #[serde(rename = "ipv6Only", borrow, deserialize_with = "raw")]
+    ipv6_only: Option<&'a RawValue>,
+}
+
+/// A present field, `null` included (`Option<&RawValue>` alone would read
+/// `null` as absent, and Node's keys tell `null` from `undefined`).
+fn raw<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl cluster::Fields for Fields<'_> {
+    fn raw(&self, name: &str) -> Option<&RawValue> {
+        match name {
+            "act" => self.act,
+            "seq" => self.seq,
+            "key" => self.key,
+            "address" => self.address,
+            "port" => self.port,
+            "addressType" => self.address_type,
+            "fd" => self.fd,
+            "index" => self.index,
+            "backlog" => self.backlog,
+            "flags" => self.flags,
+            "ipv6Only" => self.ipv6_only,
+            _ => None,
+        }
+    }
+}
+
+/// A raw JSON string's text, if it is one.
+fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    serde_json::from_str::<Cow<'a, str>>(raw?.get()).ok()
+}
+
+/// Reads one line, building only what is used: strings are borrowed where
+/// they have no escapes, and values nobody reads are skipped, not built.
 pub fn parse(line: &[u8]) -> Line {
-    let Ok(v) = serde_json::from_slice::<Value>(line) else {
-        return Line::Garbage;
-    };
-    if v.as_str() == Some("ready") {
-        return Line::Ready;
+    match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'"') => match serde_json::from_slice::<Cow<'_, str>>(line) {
+            Ok(s) if s == "ready" => Line::Ready,
+            Ok(_) => Line::Other,
+            Err(_) => Line::Garbage,
+        },
+        Some(b'{') => match serde_json::from_slice::<Fields<'_>>(line) {
+            Ok(f) => object(&f),
+            // A duplicate or odd field: JSON still, just not ours.
+            Err(_) => valid(line),
+        },
+        _ => valid(line),
     }
+}
+
+/// Other JSON is checked without being built.
+fn valid(line: &[u8]) -> Line {
+    match serde_json::from_slice::<IgnoredAny>(line) {
+        Ok(_) => Line::Other,
+        Err(_) => Line::Garbage,
+    }
+}
+
+fn object(f: &Fields<'_>) -> Line {
     // setupChannel's isInternal: a string `cmd` starting "NODE_".
-    if let Some(cmd) = v
-        .get("cmd")
-        .and_then(Value::as_str)
-        .filter(|c| c.starts_with("NODE_"))
-    {
-        return Line::Internal(cmd.to_string());
+    if let Some(cmd) = text(f.cmd).filter(|c| c.starts_with("NODE_")) {
+        if cmd == "NODE_CLUSTER" {
+            return Line::Cluster(cluster::request(f));
+        }
+        return Line::Internal(cmd.into_owned());
     }
-    match v.get("type").and_then(Value::as_str) {
-        Some("process:msg") => Line::Event(Event::ProcessMsg(
-            v.get("data").cloned().unwrap_or(Value::Null),
-        )),
-        Some("axm:monitor") => Line::Metrics(metrics(v.get("data"))),
+    let small = |r: Option<&RawValue>| {
+        r.filter(|r| r.get().len() <= MAX_DATA)
+            .and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+    };
+    match text(f.kind).as_deref() {
+        Some("process:msg") => Line::Event(Event::ProcessMsg(match f.data {
+            Some(r) if r.get().len() > MAX_DATA => {
+                Value::String(format!("({} bytes, not shown)", r.get().len()))
+            }
+            r => small(r).unwrap_or(Value::Null),
+        })),
+        Some("axm:monitor") => Line::Metrics(metrics(small(f.data).as_ref())),
         Some(t) if t.starts_with("axm:") => Line::Event(Event::Axm(t.to_string())),
         _ => Line::Other,
     }
@@ -345,6 +481,29 @@ mod tests {
             parse(br#"{"type":"axm:action","data":{}}"#),
             Line::Event(Event::Axm("axm:action".into()))
         );
+    }
+
+    #[test]
+    fn large_values_are_skipped_not_built() {
+        let array = format!("[{}1]", "123456,".repeat(150_000));
+        assert_eq!(parse(array.as_bytes()), Line::Other);
+        assert_eq!(parse(format!("{{\"x\":{array}}}").as_bytes()), Line::Other);
+        assert_eq!(
+            parse(format!("{{\"type\":\"process:msg\",\"data\":{array}}}").as_bytes()),
+            Line::Event(Event::ProcessMsg(Value::String(format!(
+                "({} bytes, not shown)",
+                array.len()
+            ))))
+        );
+        // Odd shapes are JSON still: not garbage.
+        assert_eq!(parse(br#"{"type":5,"cmd":[1]}"#), Line::Other);
+        assert_eq!(parse(br#"{"a":1,"a":2}"#), Line::Other);
+        assert_eq!(
+            parse(br#"{"cmd":"NODE_HANDLE_ACK"}"#),
+            Line::Internal("NODE_HANDLE_ACK".into())
+        );
+        assert_eq!(parse(b"[1,"), Line::Garbage);
+        assert_eq!(parse(br#""re\u0061dy""#), Line::Ready);
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub enum Message {
         /// Its value.
         value: f64,
     },
+    /// A Node cluster message from the worker `pid`.
+    Cluster {
+        /// The process.
+        pid: i32,
+        /// What it asked or said.
+        request: crate::ready::cluster::Request,
+    },
     /// One sample of every instance's process tree, keyed by root pid.
     Samples(Vec<crate::resources::TreeUsage>),
     /// Something else the process `pid` said (sd_notify, PM2 messages), or

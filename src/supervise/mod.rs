@@ -5,6 +5,7 @@
 //! processes, and decides when procward is done. Nothing else touches an
 //! instance. Apps are started in the order listed and stopped in reverse.
 
+pub mod cluster;
 pub mod instance;
 pub mod memory;
 pub mod message;
@@ -63,6 +64,8 @@ pub struct Supervisor {
     obs: observe::Observer,
     /// Readiness channels of running processes, and the service manager.
     pub ready: readiness::Readiness,
+    /// Listening sockets held for each app, by app index.
+    sockets: Vec<cluster::AppSockets>,
 }
 
 impl Supervisor {
@@ -77,6 +80,7 @@ impl Supervisor {
             })
             .collect();
         let obs = observe::Observer::new(&apps, &agent);
+        let n_apps = apps.len();
         Supervisor {
             obs,
             apps,
@@ -91,6 +95,9 @@ impl Supervisor {
             rx,
             self_pid: std::process::id() as i32,
             ready: readiness::Readiness::new(),
+            sockets: (0..n_apps)
+                .map(|_| cluster::AppSockets::default())
+                .collect(),
         }
     }
 
@@ -124,6 +131,7 @@ impl Supervisor {
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             self.advance_reload();
             self.after_event();
+            self.release_sockets();
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -183,6 +191,7 @@ impl Supervisor {
                 }
             }
             Message::App { pid, event } => self.on_app_event(pid, event),
+            Message::Cluster { pid, request } => self.on_cluster(pid, request),
         }
     }
 
@@ -485,7 +494,8 @@ impl Supervisor {
     /// Starts a process for the instance; `reason` is set for a restart.
     fn spawn(&mut self, slot: Slot, reason: Option<Reason>) {
         let (a, i) = slot;
-        let readiness = self.prepare_readiness(a);
+        let (mut fds, listen_env) = crate::sockets::listen_fds(&self.sockets[a].listen);
+        let readiness = self.prepare_readiness(a, fds.len());
         let spec = &self.apps[a].spec;
         let mut env: Vec<(OsString, OsString)> = spec.env.clone();
         env.extend(
@@ -494,13 +504,17 @@ impl Supervisor {
                 .map(|v| spawn::var(v, i.to_string())),
         );
         env.extend(readiness.env.iter().cloned());
+        let listen_pid = !listen_env.is_empty();
+        env.extend(listen_env);
+        fds.extend(readiness.fds());
         let req = SpawnRequest {
             argv: &spec.argv,
             cwd: spec.cwd.as_deref(),
             env,
             uid: spec.uid,
             gid: spec.gid,
-            fds: readiness.fds(),
+            fds,
+            listen_pid,
         };
         let now = Instant::now();
         match spawn::spawn(&req) {
@@ -509,7 +523,7 @@ impl Supervisor {
                 self.start_readiness(pid, readiness);
                 let spec = &self.apps[a].spec;
                 let next = match spec.ready.source {
-                    ReadySource::Started => State::Online {
+                    ReadySource::Started if !self.ready_on_listening(a) => State::Online {
                         pid,
                         since: now,
                         ready_at: now,

@@ -46,6 +46,11 @@ impl Readiness {
         self.channels.remove(&pid);
     }
 
+    /// The channels of process `pid`.
+    pub fn channels(&self, pid: i32) -> Option<&Channels> {
+        self.channels.get(&pid)
+    }
+
     /// The earliest app watchdog deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.channels.values().filter_map(|c| c.watchdog_due).min()
@@ -74,14 +79,13 @@ impl Readiness {
 }
 
 impl Supervisor {
-    /// Makes the readiness resources of the next process of app `a`. No
-    /// `LISTEN_FDS` sockets are passed yet; the IPC channel follows them
-    /// when there are.
-    pub(super) fn prepare_readiness(&mut self, a: usize) -> Prepared {
+    /// Makes the readiness resources of the next process of app `a`; the
+    /// IPC channel follows its `listen_fds` `LISTEN_FDS` sockets.
+    pub(super) fn prepare_readiness(&mut self, a: usize, listen_fds: usize) -> Prepared {
         let r = &mut self.ready;
         r.seq += 1;
         let dir = r.runtime_dir.get_or_insert_with(ready::runtime_dir);
-        ready::prepare(&self.apps[a].spec, dir, r.seq, 0)
+        ready::prepare(&self.apps[a].spec, dir, r.seq, listen_fds)
     }
 
     /// Process `pid` runs: start reading what it says.

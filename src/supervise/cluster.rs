@@ -1,0 +1,215 @@
+//! The sockets the supervisor holds for each app, and its part as the
+//! primary of Node cluster workers (`ready::cluster` has the protocol).
+//!
+//! An app's sockets live as long as the app runs: its `listen` sockets are
+//! bound before its first instance starts, a cluster worker's socket is made
+//! at the first `queryServer` for its key and then handed to every worker
+//! that asks for the same key, including every replacement after a
+//! restart. They close when every instance of the app has stopped for good
+//! ([`Supervisor::release_sockets`]). A rolling reload can therefore start
+//! a replacement while the old process still accepts: both get the same
+//! socket.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::{Slot, Supervisor};
+use crate::config::{ExecMode, ReadySource};
+use crate::ready::cluster::{self, Act, AddressType, Query, Request};
+use crate::ready::FIRST_FD;
+use crate::sockets::{self, Held, TcpOptions};
+
+/// The sockets of one app.
+#[derive(Debug, Default)]
+pub struct AppSockets {
+    /// `listen` sockets, passed as `LISTEN_FDS` in this order.
+    pub listen: Vec<Held>,
+    /// Sockets made for cluster workers, by Node's key.
+    pub cluster: HashMap<String, Held>,
+}
+
+impl AppSockets {
+    /// Whether any socket is held.
+    pub fn is_empty(&self) -> bool {
+        self.listen.is_empty() && self.cluster.is_empty()
+    }
+}
+
+impl Supervisor {
+    /// Takes the `listen` sockets bound for each app (in app order).
+    pub fn hold_sockets(&mut self, listen: Vec<Vec<Held>>) {
+        for (a, held) in listen.into_iter().enumerate() {
+            if let Some(s) = self.sockets.get_mut(a) {
+                s.listen = held;
+            }
+        }
+    }
+
+    /// Whether an instance of app `a` is ready only once its cluster
+    /// worker listens (PM2's cluster mode without `wait_ready`).
+    pub(super) fn ready_on_listening(&self, a: usize) -> bool {
+        let spec = &self.apps[a].spec;
+        spec.exec_mode == ExecMode::Cluster && spec.ready.source == ReadySource::Started
+    }
+
+    /// A cluster message from worker `pid`.
+    pub(super) fn on_cluster(&mut self, pid: i32, request: Request) {
+        let Some(&slot) = self.by_pid.get(&pid) else {
+            return;
+        };
+        let app = self.apps[slot.0].spec.name.clone();
+        match request.act {
+            Act::Online => debug!(app, instance = slot.1, pid, "cluster worker online"),
+            Act::QueryServer(q) => self.query_server(slot, pid, request.seq, q),
+            Act::Listening => {
+                debug!(app, instance = slot.1, pid, "cluster worker listening");
+                if self.ready_on_listening(slot.0) {
+                    self.on_ready(slot, Instant::now());
+                }
+            }
+            // The socket stays held for the workers to come (Node's primary
+            // closes a shared handle once no worker has it).
+            Act::Close { key } => debug!(app, pid, key, "cluster worker closed a server"),
+            Act::ExitedAfterDisconnect => {
+                self.cluster_send(pid, cluster::answer(0, request.seq, serde_json::json!({})));
+            }
+            Act::Other(act) => debug!(app, pid, act, "cluster message ignored"),
+        }
+    }
+
+    /// `server.listen()` in a worker: answer with the app's socket for that
+    /// key, made now if it is the first to ask.
+    fn query_server(&mut self, (a, i): Slot, pid: i32, seq: Option<u64>, q: Query) {
+        let app = self.apps[a].spec.name.clone();
+        let answer = match self.socket_for(a, &q) {
+            Ok(fd) => {
+                if let Err(e) = sockets::set_nonblocking(fd) {
+                    warn!(app, error = %e, "cannot make the socket non-blocking");
+                }
+                info!(
+                    app,
+                    instance = i,
+                    pid,
+                    key = q.key,
+                    "cluster worker listens on a socket procward holds"
+                );
+                let msg = cluster::with_handle(cluster::query_answer(0, seq, &q.key, 0));
+                match self.ready_channels(pid).map(|c| c.send_ipc_fd(&msg, fd)) {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => {
+                        warn!(app, pid, error = %e, "cannot send the socket to the cluster worker")
+                    }
+                    None => {}
+                }
+                return;
+            }
+            Err(errno) => {
+                warn!(app, instance = i, pid, key = q.key,
+                      error = %std::io::Error::from_raw_os_error(errno),
+                      "cannot make the socket a cluster worker asked for");
+                cluster::query_answer(0, seq, &q.key, -errno)
+            }
+        };
+        self.cluster_send(pid, answer);
+    }
+
+    /// The descriptor to give for `q`: a socket made before for its key,
+    /// a `listen` socket (by its descriptor number in the worker, or its
+    /// address), or a new one made as Node's primary makes it.
+    fn socket_for(&mut self, a: usize, q: &Query) -> Result<i32, i32> {
+        let held = &mut self.sockets[a];
+        if let Some(h) = held.cluster.get(&q.key) {
+            return Ok(h.fd.as_raw_fd());
+        }
+        // listen({fd: 3}) in a worker: the app's LISTEN_FDS sockets.
+        if let Some(fd) = q.fd {
+            let k = usize::try_from(fd - FIRST_FD as i64).map_err(|_| libc::EBADF)?;
+            return held
+                .listen
+                .get(k)
+                .map(|h| h.fd.as_raw_fd())
+                .ok_or(libc::EBADF);
+        }
+        let wanted = listen_addr(q)?;
+        for (k, addr) in self.apps[a].spec.listen.iter().enumerate() {
+            if *addr == wanted {
+                if let Some(h) = held.listen.get(k) {
+                    return Ok(h.fd.as_raw_fd());
+                }
+            }
+        }
+        let backlog = q.backlog.unwrap_or(sockets::BACKLOG);
+        let made = match &wanted {
+            sockets::ListenAddr::Tcp(addr) => {
+                let opts = TcpOptions {
+                    ipv6_only: q.ipv6_only,
+                    backlog,
+                };
+                // lib/net.js _createServerHandle: no address means `::`,
+                // and 0.0.0.0 where IPv6 is not available.
+                sockets::bind_tcp(*addr, opts)
+                    .or_else(|e| match (&q.address, addr) {
+                        (None, SocketAddr::V6(v6)) => sockets::bind_tcp(
+                            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), v6.port()),
+                            opts,
+                        ),
+                        _ => Err(e),
+                    })
+                    .map(|fd| Held::plain(fd, self.apps[a].spec.name.clone()))
+            }
+            sockets::ListenAddr::Unix(path) => sockets::bind_unix(path, backlog)
+                .map(|fd| Held::unix(fd, self.apps[a].spec.name.clone(), path.clone())),
+        };
+        let h = made.map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
+        let fd = h.fd.as_raw_fd();
+        self.sockets[a].cluster.insert(q.key.clone(), h);
+        Ok(fd)
+    }
+
+    fn ready_channels(&self, pid: i32) -> Option<&crate::ready::Channels> {
+        self.ready.channels(pid)
+    }
+
+    fn cluster_send(&self, pid: i32, msg: serde_json::Value) {
+        if !self.ready_channels(pid).is_some_and(|c| c.send_ipc(&msg)) {
+            warn!(pid, "cannot answer the cluster worker");
+        }
+    }
+
+    /// Closes the sockets of every app whose instances have all stopped for
+    /// good; called after every event.
+    pub(super) fn release_sockets(&mut self) {
+        for (a, app) in self.apps.iter().enumerate() {
+            if !self.sockets[a].is_empty() && app.instances.iter().all(|i| i.state.is_final()) {
+                info!(app = %app.spec.name, "closing the app's listening sockets");
+                self.sockets[a] = AppSockets::default();
+            }
+        }
+    }
+}
+
+/// The address a `queryServer` asks for; an errno when procward cannot
+/// serve it (UDP, a name that is not an IP address).
+fn listen_addr(q: &Query) -> Result<sockets::ListenAddr, i32> {
+    let port = u16::try_from(q.port).unwrap_or(0);
+    match q.address_type {
+        AddressType::Pipe => q
+            .address
+            .as_ref()
+            .map(|p| sockets::ListenAddr::Unix(PathBuf::from(p)))
+            .ok_or(libc::EINVAL),
+        AddressType::Ip4 | AddressType::Ip6 => {
+            let ip: IpAddr = match &q.address {
+                None => Ipv6Addr::UNSPECIFIED.into(),
+                Some(a) => a.parse().map_err(|_| libc::EINVAL)?,
+            };
+            Ok(sockets::ListenAddr::Tcp(SocketAddr::new(ip, port)))
+        }
+        AddressType::Other(_) => Err(libc::ENOTSUP),
+    }
+}
