@@ -220,6 +220,10 @@ pub struct AppOpts {
     /// Restart when the app's own sd_notify WATCHDOG=1 pings stop this long.
     #[arg(long, value_name = "DUR")]
     pub watchdog: Option<String>,
+    /// Hold a listening socket for the app and pass it to every instance as
+    /// LISTEN_FDS (0.0.0.0:3000, [::]:3000, unix:/path); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
 }
 
 /// Agent options, read by the same definitions as the process file's
@@ -363,6 +367,16 @@ impl AppOpts {
             s(&self.max_memory_restart),
         );
         add("--watchdog", "watchdog", s(&self.watchdog));
+        add(
+            "--listen",
+            "listen",
+            (!self.listen.is_empty()).then(|| {
+                Node::new(
+                    Value::Seq(self.listen.iter().map(|a| text(a)).collect()),
+                    Span::default(),
+                )
+            }),
+        );
         g
     }
 
@@ -391,6 +405,9 @@ impl AppOpts {
         app.ready = d.ready;
         app.max_memory_restart = d.max_memory_restart;
         app.watchdog = d.watchdog;
+        if !d.listen.is_empty() {
+            app.listen = d.listen;
+        }
         if let Some(n) = d.instances {
             app.instances = keys::instances_for(n, cpus());
             // `-i` is where PM2 gives each process its instance number.

@@ -98,6 +98,8 @@ pub struct Draft {
     pub port: Option<String>,
     /// `instance_var`.
     pub instance_var: Option<String>,
+    /// procward's `listen`.
+    pub listen: Vec<crate::sockets::ListenAddr>,
 }
 
 const LOGS: &str = "procward passes the app's output through untouched; let the container runtime or journald keep it";
@@ -116,7 +118,7 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "env", aliases: &[], doc: "Variables set over procward's environment; numbers, booleans and null become strings as in JavaScript.", default: "none", pm2: "Common.js `prepareAppConf` (process.env, then app.env)", handling: Handling::Honoured, apply: Some(env) },
     KeyDef { name: "env_<name>", aliases: &[], doc: "Merged over `env` when run with `--env <name>`, after the file's `deploy.<name>.env`. Any `env_*` key is accepted; one that is not a mapping (`env_file: .env`) is ignored with a warning, as PM2 loads no env files.", default: "none", pm2: "Common.js `mergeEnvironmentVariables`", handling: Handling::Honoured, apply: None },
     KeyDef { name: "instances", aliases: &[], doc: "How many copies: a number, `max` or 0 (every CPU), -1 (one fewer), or a numeric string.", default: "1", pm2: "God.js `prepare` (0 = CPUs, negative = CPUs + n)", handling: Handling::Different("CPUs are those the container's cgroup quota and affinity allow, not the host's"), apply: Some(instances) },
-    KeyDef { name: "exec_mode", aliases: &[], doc: "`fork` or `cluster` (`fork_mode`, `cluster_mode`). Without it, a node or bun app with `instances` runs in cluster mode.", default: "fork", pm2: "Common.js `sink.determineExecMode`", handling: Handling::Different("cluster instances are separate processes; procward shares listening sockets itself"), apply: Some(exec_mode) },
+    KeyDef { name: "exec_mode", aliases: &[], doc: "`fork` or `cluster` (`fork_mode`, `cluster_mode`). Without it, a node or bun app with `instances` runs in cluster mode.", default: "fork", pm2: "Common.js `sink.determineExecMode`", handling: Handling::Different("procward, not a Node process, is the cluster primary: it hands each worker's `listen()` a socket it holds"), apply: Some(exec_mode) },
     KeyDef { name: "autorestart", aliases: &[], doc: "Restart the app when it exits.", default: "true", pm2: "schema.json `autorestart`", handling: Handling::Honoured, apply: Some(autorestart) },
     KeyDef { name: "max_restarts", aliases: &[], doc: "Consecutive unstable restarts before the app is errored.", default: "16", pm2: "schema.json `max_restarts`", handling: Handling::Honoured, apply: Some(max_restarts) },
     KeyDef { name: "min_uptime", aliases: &[], doc: "A run shorter than this is unstable (ms, or 2s, 1m, 1h).", default: "1000", pm2: "schema.json `min_uptime`", handling: Handling::Honoured, apply: Some(min_uptime) },
@@ -135,6 +137,7 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "ready", aliases: &[], doc: "Readiness source: started, ipc, notify, tcp:PORT or http://HOST:PORT/PATH.", default: "started (ipc with wait_ready)", pm2: "-", handling: Handling::Procward, apply: Some(ready) },
     KeyDef { name: "strict_ready", aliases: &[], doc: "Hitting listen_timeout is a failed start.", default: "false", pm2: "-", handling: Handling::Procward, apply: Some(strict_ready) },
     KeyDef { name: "watchdog", aliases: &[], doc: "Restart when the app's own sd_notify WATCHDOG=1 pings stop this long.", default: "off", pm2: "-", handling: Handling::Procward, apply: Some(watchdog) },
+    KeyDef { name: "listen", aliases: &[], doc: "Sockets procward binds once and passes to every instance with LISTEN_FDS: `0.0.0.0:3000`, `[::]:3000`, `unix:/path`, or a list.", default: "none", pm2: "-", handling: Handling::Procward, apply: Some(listen) },
     KeyDef { name: "watch", aliases: &[], doc: "Restart on file changes.", default: "false", pm2: "schema.json `watch`", handling: Handling::Ignored(WATCH), apply: None },
     KeyDef { name: "ignore_watch", aliases: &[], doc: "Paths not watched.", default: "none", pm2: "schema.json `ignore_watch`", handling: Handling::Ignored(WATCH), apply: None },
     KeyDef { name: "watch_options", aliases: &[], doc: "chokidar options.", default: "none", pm2: "schema.json `watch_options`", handling: Handling::Ignored(WATCH), apply: None },
@@ -569,6 +572,27 @@ fn strict_ready(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     Ok(())
 }
 
+fn listen(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    let expected = || {
+        bad(
+            "`listen` to be an address or a list of them: 0.0.0.0:3000, [::]:3000, unix:/path",
+            Some("an IP address, not a host name: `listen: 0.0.0.0:3000`"),
+        )
+    };
+    let one = |n: &Node| match &n.value {
+        Value::Str(s) => s.parse().map_err(|_| expected()),
+        Value::Num(p) if p.fract() == 0.0 && (1.0..=65535.0).contains(p) => {
+            format!("{p}").parse().map_err(|_| expected())
+        }
+        _ => Err(expected()),
+    };
+    d.listen = match &v.value {
+        Value::Seq(items) => items.iter().map(one).collect::<Result<_, _>>()?,
+        _ => vec![one(v)?],
+    };
+    Ok(())
+}
+
 /// `watchdog: null` (or 0) is off, as when the key is left out.
 fn watchdog(d: &mut Draft, v: &Node) -> Result<(), Bad> {
     d.watchdog = match v.value {
@@ -754,6 +778,26 @@ mod tests {
         assert_eq!(with("instances", "'2'").unwrap().instances, Some(2));
         assert!(with("instances", "lots").is_err());
         assert!(with("instances", "1.5").is_err());
+    }
+
+    #[test]
+    fn listen() {
+        let addrs = |v: &str| {
+            with("listen", v)
+                .unwrap()
+                .listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(addrs("'0.0.0.0:3000'"), ["0.0.0.0:3000"]);
+        assert_eq!(
+            addrs("['[::]:80', 'unix:/run/a.sock']"),
+            ["[::]:80", "unix:/run/a.sock"]
+        );
+        assert_eq!(addrs("3000"), ["[::]:3000"]);
+        assert!(with("listen", "'localhost:3000'").is_err());
+        assert!(with("listen", "true").is_err());
     }
 
     #[test]

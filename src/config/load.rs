@@ -808,6 +808,7 @@ impl Validator {
         if let Some(var) = &d.instance_var {
             app.instance_var = Some(var.clone());
         }
+        app.listen = d.listen.clone();
         Some(app)
     }
 
