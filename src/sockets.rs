@@ -227,9 +227,20 @@ impl Inherited {
         let fds = (0..n)
             .map(|k| {
                 let fd = FIRST_FD + k as RawFd;
-                set_cloexec(fd);
                 let name = names.next().unwrap_or("unknown").to_string();
-                // SAFETY: sd_listen_fds(3) hands these numbers to us, once.
+                // A number that is not open (a manager that lied) is
+                // skipped, not owned: closing it later would close
+                // whatever took the number meanwhile.
+                if !set_cloexec(fd) {
+                    tracing::warn!(
+                        fd,
+                        name,
+                        "LISTEN_FDS names a descriptor that is not open; ignored"
+                    );
+                    return (name, None);
+                }
+                // SAFETY: sd_listen_fds(3) hands these numbers to us, once,
+                // and the descriptor is open.
                 (name, Some(unsafe { OwnedFd::from_raw_fd(fd) }))
             })
             .collect();
@@ -309,13 +320,12 @@ pub fn close_inherited_on_exec(keep: &[RawFd]) {
     }
 }
 
-fn set_cloexec(fd: RawFd) {
+/// Sets FD_CLOEXEC; false if `fd` is not open.
+fn set_cloexec(fd: RawFd) -> bool {
     // SAFETY: fcntl(2) with integer arguments on a descriptor number.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-        }
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) >= 0
     }
 }
 
