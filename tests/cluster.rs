@@ -229,3 +229,125 @@ fn descriptors_procward_inherits_do_not_reach_the_app() {
     let fds: Vec<&str> = fds.lines().collect();
     assert!(!fds.contains(&"9"), "fd 9 leaked into the app: {fds:?}");
 }
+
+#[test]
+fn cluster_workers_share_a_unix_socket_procward_binds() {
+    let dir = scratch();
+    let sock = path_in(&dir, "web.sock");
+    let mut p = Running::start_cmd(
+        std::process::Command::new(bin())
+            .args(["-i", "2", "--", &node(22)])
+            .arg(fixture("cluster/server.js"))
+            .env("SOCK", &sock),
+    );
+    let pids = online(&mut p, 2);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+        let mut s = s;
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap().trim().to_string();
+        seen.insert(body.parse::<i32>().unwrap());
+        if pids.iter().all(|p| seen.contains(p)) {
+            break;
+        }
+    }
+    assert!(
+        pids.iter().all(|p| seen.contains(p)),
+        "{pids:?} vs {seen:?}"
+    );
+    assert_eq!(p.count_lines(&["exited"]), 0, "{}", p.seen.join("\n"));
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+    assert!(
+        !std::path::Path::new(&sock).exists(),
+        "the socket file outlived the app"
+    );
+}
+
+#[test]
+fn a_socket_activated_procward_adopts_its_socket_instead_of_binding() {
+    use std::os::unix::process::CommandExt;
+    // What systemd does for a .socket unit: bind, listen, pass it as fd 3
+    // with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID = procward's pid.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "export LISTEN_PID=$$; exec \"$@\"", "sh"])
+        .arg(bin())
+        .args([
+            "--listen",
+            &addr,
+            "--name",
+            "web",
+            "--ready",
+            &format!("tcp:{port}"),
+            "--",
+            "python3",
+        ])
+        .arg(fixture("cluster/listen_fds.py"))
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "web");
+    // SAFETY: dup2 between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would leave FD_CLOEXEC set.
+            let rc = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut p = Running::start_cmd(&mut cmd);
+    online(&mut p, 1);
+    // procward did not bind the address again (it is in use: that would
+    // have failed), and the app serves on the inherited socket.
+    let body = get(port, "/").unwrap();
+    assert!(body.ends_with("web pid-ok"), "{body}");
+    drop(listener);
+    // Still served after the test's own copy is closed: procward holds it.
+    assert!(get(port, "/").unwrap().ends_with("web pid-ok"));
+}
+
+#[test]
+fn a_listen_address_in_use_stops_procward_with_111() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run_to_end(&["--listen", &addr, "--", "true"]);
+    assert_eq!(code, 111, "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn an_apps_sockets_close_when_it_stops_for_good_and_not_before() {
+    let dir = scratch();
+    let (once, keep) = (free_port(), free_port());
+    let file = path_in(&dir, "apps.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apps:\n\
+             - name: once\n  script: sleep\n  args: ['1']\n  autorestart: false\n  listen: '127.0.0.1:{once}'\n\
+             - name: keep\n  script: sleep\n  args: ['60']\n  listen: '127.0.0.1:{keep}'\n"
+        ),
+    )
+    .unwrap();
+    let mut p = Running::start(&["run", "-c", &file]);
+    p.wait_line(&["to=\"online\"", "app=once"]);
+    // Held while `once` runs, though nothing accepts: the kernel completes
+    // the connection into the backlog.
+    TcpStream::connect(("127.0.0.1", once)).expect("refused while the app runs");
+    p.wait_line(&["closing the app's listening sockets", "app=once"]);
+    assert!(TcpStream::connect(("127.0.0.1", once)).is_err());
+    TcpStream::connect(("127.0.0.1", keep)).expect("the other app's socket closed too");
+}
