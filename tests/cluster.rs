@@ -351,3 +351,44 @@ fn an_apps_sockets_close_when_it_stops_for_good_and_not_before() {
     assert!(TcpStream::connect(("127.0.0.1", once)).is_err());
     TcpStream::connect(("127.0.0.1", keep)).expect("the other app's socket closed too");
 }
+
+#[test]
+fn the_examples_serve_on_the_socket_procward_holds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/listen-fds");
+    // Node in cluster mode (-i 2 on node): listen({fd: 3}) reaches procward
+    // as a queryServer for fd 3, answered with the --listen socket; Python
+    // in fork mode takes fd 3 itself.
+    for (program, script, n) in [("node", "server.js", 2usize), ("python3", "server.py", 2)] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut p = Running::start_cmd(
+            std::process::Command::new(bin())
+                .args([
+                    "--listen",
+                    &addr,
+                    "-i",
+                    "2",
+                    "--ready",
+                    &format!("tcp:{port}"),
+                    "--",
+                    program,
+                ])
+                .arg(root.join(script)),
+        );
+        let pids = online(&mut p, n);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let body = get(port, "/").unwrap();
+            let pid: i32 = body.strip_prefix("hello from ").unwrap().parse().unwrap();
+            seen.insert(pid);
+            if pids.iter().all(|p| seen.contains(p)) {
+                break;
+            }
+        }
+        assert!(
+            pids.iter().all(|p| seen.contains(p)),
+            "{script}: {pids:?} vs {seen:?}"
+        );
+        assert_eq!(p.count_lines(&["exited"]), 0, "{}", p.seen.join("\n"));
+    }
+}
