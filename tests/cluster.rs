@@ -347,7 +347,7 @@ fn an_apps_sockets_close_when_it_stops_for_good_and_not_before() {
     // Held while `once` runs, though nothing accepts: the kernel completes
     // the connection into the backlog.
     TcpStream::connect(("127.0.0.1", once)).expect("refused while the app runs");
-    p.wait_line(&["closing the app's listening sockets", "app=once"]);
+    p.wait_line(&["closed the app's listening sockets", "app=once"]);
     assert!(TcpStream::connect(("127.0.0.1", once)).is_err());
     TcpStream::connect(("127.0.0.1", keep)).expect("the other app's socket closed too");
 }

@@ -186,8 +186,8 @@ impl Supervisor {
     pub(super) fn release_sockets(&mut self) {
         for (a, app) in self.apps.iter().enumerate() {
             if !self.sockets[a].is_empty() && app.instances.iter().all(|i| i.state.is_final()) {
-                info!(app = %app.spec.name, "closing the app's listening sockets");
                 self.sockets[a] = AppSockets::default();
+                info!(app = %app.spec.name, "closed the app's listening sockets");
             }
         }
     }
