@@ -135,5 +135,20 @@ kill -STOP "$(prop MainPID)"
 check "the watchdog fires" until_ok 30 is Result watchdog
 check "the unit failed" until_ok 30 is ActiveState failed
 
+# Socket activation: systemd binds, starts procward on the first connection,
+# and procward adopts the socket by its name instead of binding again.
+scenario "socket-activated procward adopts its socket by name" \
+    "ExecStart=$PW --listen 127.0.0.1:8811 --name web -- node -e \"require('http').createServer((q, r) => r.end(process.env.LISTEN_FDNAMES + ' ' + (process.env.LISTEN_PID == process.pid))).listen({fd: 3})\""
+printf '[Socket]\nListenStream=127.0.0.1:8811\nFileDescriptorName=web\n' > /etc/systemd/system/procward.socket
+systemctl daemon-reload
+check "procward.socket starts" systemctl start procward.socket
+get8811() { exec 5<>/dev/tcp/127.0.0.1/8811 && printf 'GET / HTTP/1.0\r\n\r\n' >&5 && timeout 20 cat <&5; exec 5<&-; }
+check "a connection starts procward and the app answers on the adopted socket" \
+    bash -c "$(declare -f get8811); get8811 | grep -q 'web true'"
+check "procward did not bind it again" bash -c "! journalctl -b -u procward.service --no-pager -o cat | grep -q 'cannot listen'"
+systemctl stop procward.service procward.socket
+rm -f /etc/systemd/system/procward.socket
+systemctl daemon-reload
+
 echo "$failed failed"
 ((failed == 0))
