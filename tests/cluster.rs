@@ -196,7 +196,10 @@ fn a_python_app_serves_on_the_listen_fds_socket_procward_holds() {
 fn a_bad_listen_address_is_a_usage_error() {
     let (code, _, err) = run_to_end(&["--listen", "localhost:80", "--", "true"]);
     assert_eq!(code, 2);
-    assert!(err.contains("expected HOST:PORT"), "{err}");
+    assert!(
+        err.contains("--listen: expected `listen` to be an address"),
+        "{err}"
+    );
 }
 
 #[test]
