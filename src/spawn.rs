@@ -352,6 +352,9 @@ unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     move_fds(&plan.fds[..plan.nfds]).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     if let Some(cell) = &plan.listen_pid {
         // The raw system call: the child's own pid, not a cached one.
+        // SAFETY: the buffer is the plan's, in an UnsafeCell; the parent is
+        // suspended (CLONE_VFORK) and nothing else reads it until execve,
+        // which reads it through `envp_ptrs`. write_pid only stores bytes.
         write_pid(&mut *cell.get(), libc::syscall(libc::SYS_getpid) as u64);
     }
     if let Some(dir) = &plan.cwd {
