@@ -357,3 +357,33 @@ pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
     });
     (run, pid)
 }
+
+/// The static procward (`-C target-feature=+crt-static` on the gnu target),
+/// built once per test binary as deploy/docker/Dockerfile builds it, into
+/// `static/` of the target directory in use (so `CARGO_TARGET_DIR` is
+/// honoured).
+pub fn static_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // CARGO_BIN_EXE_procward is TARGET/<profile>/procward.
+        let target = bin()
+            .parent()
+            .and_then(Path::parent)
+            .expect("the binary lies in TARGET/<profile>/")
+            .join("static");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C relocation-model=static",
+            )
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(root)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "static build failed");
+        target.join("x86_64-unknown-linux-gnu/debug/procward")
+    })
+    .clone()
+}
