@@ -9,7 +9,8 @@
 //! READY=1, `systemctl stop` stops cleanly, the watchdog kills a stopped
 //! (hung) procward, plus listen_timeout (lenient and strict), a crash before
 //! ready, garbage on the channel, an sd_notify app, a spoofed datagram, and
-//! socket activation (a .socket unit; procward adopts the socket by name).
+//! socket activation (a .socket unit; procward adopts the socket by name),
+//! all under the units' hardening (`systemd-analyze security` below 3).
 //!
 //! Needs root (the sandbox installs systemd-nspawn and builds its tree on
 //! first use); without root it says so and passes. The
