@@ -172,10 +172,10 @@ fn orphans_are_reaped_inside_the_container() {
     }
     let name = Name::new("orphans");
     // Two orphans (subshells whose parent exits) are re-parented to PID 1.
-    let script = "(sleep 1000 &) ; (sleep 1000 &) ; trap 'exit 0' TERM; echo up >&2; \
+    let script = "(sleep 1000 &) ; (sleep 1000 &) ; trap 'exit 0' TERM; echo orphans-left >&2; \
                   while :; do sleep 1; done";
     let mut pw = run(&name, &[PROCWARD, "--", "sh", "-c", script]);
-    pw.wait_line(&["up"]);
+    pw.wait_line(&["orphans-left"]);
     let init = pid1(&name);
     let children = wait_until("the app and its two orphans under PID 1", || {
         let c = children_of(init);
