@@ -206,9 +206,10 @@ fn podman_run_it_gives_the_app_the_terminal_and_ctrl_c_stops_both() {
     let script = "[ -t 0 ] && echo stdin-is-a-tty; \
                   echo pgrp=$(cut -d' ' -f5 /proc/$$/stat) tpgid=$(cut -d' ' -f8 /proc/$$/stat); \
                   exec sleep 1000";
+    // Ctrl-C is typed once the app has printed what it sees.
     let out = Command::new("python3")
         .arg(core("in_terminal.py"))
-        .arg("to=\"online\"")
+        .arg("tpgid=")
         .arg("podman")
         .args(["run", "-it", "--rm", "--name", &name.0, "--network", "none"])
         .args([PROCWARD, "--", "sh", "-c", script])
