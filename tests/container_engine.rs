@@ -225,6 +225,12 @@ fn podman_run_it_gives_the_app_the_terminal_and_ctrl_c_stops_both() {
         "{text}"
     );
     assert!(text.contains("stdin-is-a-tty"), "{text}");
+    let seen = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pgrp="))
+        .expect("the app printed its groups");
+    let (pgrp, tpgid) = seen.split_once(" tpgid=").expect("pgrp=N tpgid=N");
+    assert_eq!(pgrp, tpgid, "the app is the terminal's foreground:\n{text}");
     assert!(text.contains("stopping every app signal=SIGINT"), "{text}");
     assert!(
         !text.contains("reason=\"signal\""),
