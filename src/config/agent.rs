@@ -64,6 +64,8 @@ pub struct AgentSettings {
     pub metrics_compat: Option<MetricsCompat>,
     /// Path of the control socket.
     pub control_socket: Option<PathBuf>,
+    /// pm2-logrotate's settings for the apps' log files.
+    pub log_rotate: super::logs::RotateDefaults,
 }
 
 impl Default for AgentSettings {
@@ -76,6 +78,7 @@ impl Default for AgentSettings {
             sample_interval: Duration::from_secs(1),
             metrics_compat: None,
             control_socket: None,
+            log_rotate: super::logs::RotateDefaults::default(),
         }
     }
 }
@@ -119,7 +122,40 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         name: "control_socket",
         apply: control_socket,
     },
+    // pm2-logrotate's settings, by its names, for every app's log files.
+    AgentKey {
+        name: "max_size",
+        apply: max_size,
+    },
+    AgentKey {
+        name: "retain",
+        apply: retain,
+    },
+    AgentKey {
+        name: "compress",
+        apply: compress,
+    },
 ];
+
+fn max_size(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.log_rotate.max_size = Some(keys::size("max_size", v)?);
+    Ok(())
+}
+
+fn retain(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.log_rotate.retain = keys::retain("retain", v)?;
+    Ok(())
+}
+
+fn compress(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match v.value {
+        Value::Bool(b) => {
+            a.log_rotate.compress = b;
+            Ok(())
+        }
+        _ => Err(expected("`compress` to be true or false".into())),
+    }
+}
 
 /// The definition of an agent setting.
 pub fn find(name: &str) -> Option<&'static AgentKey> {

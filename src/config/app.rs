@@ -57,6 +57,8 @@ pub struct AppSpec {
     /// the environment untouched (PM2 adds it for process files and `-i`).
     #[serde(skip_serializing_if = "is_pm2_instance_var")]
     pub instance_var: Option<String>,
+    /// Where stdout and stderr go (pass-through unless a log key is set).
+    pub logs: super::logs::LogSpec,
 }
 
 /// PM2's default instance variable (schema.json `instance_var`).
@@ -216,6 +218,7 @@ impl AppSpec {
             max_memory_restart: None,
             watchdog: None,
             instance_var: Some(PM2_INSTANCE_VAR.into()),
+            logs: super::logs::LogSpec::default(),
         }
     }
 }

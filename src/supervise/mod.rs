@@ -66,6 +66,8 @@ pub struct Supervisor {
     pub ready: readiness::Readiness,
     /// Listening sockets held for each app, by app index.
     sockets: Vec<cluster::AppSockets>,
+    /// The apps' output: pipes for captured apps, recent lines, crash tails.
+    logs: crate::logs::Logs,
 }
 
 impl Supervisor {
@@ -81,7 +83,10 @@ impl Supervisor {
             .collect();
         let obs = observe::Observer::new(&apps, &agent);
         let n_apps = apps.len();
+        let specs: Vec<&AppSpec> = apps.iter().map(|a| &a.spec).collect();
+        let logs = crate::logs::Logs::new(&specs, agent.log_rotate, |a| obs.log_counters(a));
         Supervisor {
+            logs,
             obs,
             apps,
             agent,
@@ -104,6 +109,11 @@ impl Supervisor {
     /// Handles for the sampler and the HTTP server.
     pub fn handles(&self) -> crate::status::Handles {
         self.obs.handles()
+    }
+
+    /// The apps' output, for reading recent lines and draining at exit.
+    pub fn logs(&self) -> crate::logs::Logs {
+        self.logs.clone()
     }
 
     /// A sender for messages to this supervisor.
@@ -171,6 +181,7 @@ impl Supervisor {
         match Signal::try_from(s.signo) {
             Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => self.shutdown(s.signo),
             Ok(Signal::SIGHUP) if self.agent.sighup == SighupAction::Reload => self.reload(),
+            Ok(Signal::SIGUSR2) => self.reopen_logs(),
             _ => self.forward(s.signo),
         }
     }
@@ -202,6 +213,24 @@ impl Supervisor {
             match spawn::signal_group(*pid, signo) {
                 Ok(()) => self.signals_forwarded += 1,
                 Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
+            }
+        }
+    }
+
+    /// SIGUSR2, as PM2's daemon takes it (`pm2 reloadLogs`): the apps that
+    /// write log files get them reopened instead of the signal; the others
+    /// get it forwarded as before.
+    fn reopen_logs(&mut self) {
+        if (0..self.apps.len()).any(|a| self.logs.writes_files(a)) {
+            info!("reopening the log files (SIGUSR2)");
+            self.logs.reopen();
+        }
+        for (pid, (a, _)) in &self.by_pid {
+            if !self.logs.writes_files(*a) {
+                match spawn::signal_group(*pid, libc::SIGUSR2) {
+                    Ok(()) => self.signals_forwarded += 1,
+                    Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
+                }
             }
         }
     }
@@ -364,11 +393,14 @@ impl Supervisor {
         inst.last_status = Some(status);
         let now = Instant::now();
         let shutting_down = self.shutting_down;
-        match inst.state.clone() {
+        let unexpected = matches!(inst.state, State::Starting { .. } | State::Online { .. });
+        let crash = (unexpected && status != ExitStatus::Code(0)).then(|| status.to_string());
+        let last_stderr = self.logs.exited(a, i, pid, crash);
+        match self.apps[a].instances[i].state.clone() {
             State::Starting { since, .. } | State::Online { since, .. } => {
                 let uptime = now - since;
                 info!(app = %self.apps[a].spec.name, instance = i, pid, %status,
-                      uptime_ms = uptime.as_millis() as u64, "exited");
+                      uptime_ms = uptime.as_millis() as u64, last_stderr = last_stderr.as_deref(), "exited");
                 let app = &mut self.apps[a];
                 let decision = if shutting_down {
                     Decision::Stop
@@ -496,6 +528,7 @@ impl Supervisor {
         let (a, i) = slot;
         let (mut fds, listen_env) = crate::sockets::listen_fds(&self.sockets[a].listen);
         let readiness = self.prepare_readiness(a, fds.len());
+        let output = self.logs.prepare(a, i);
         let spec = &self.apps[a].spec;
         let mut env: Vec<(OsString, OsString)> = spec.env.clone();
         env.extend(
@@ -507,6 +540,7 @@ impl Supervisor {
         let listen_pid = !listen_env.is_empty();
         env.extend(listen_env);
         fds.extend(readiness.fds());
+        fds.extend(output.fds());
         let req = SpawnRequest {
             argv: &spec.argv,
             cwd: spec.cwd.as_deref(),
@@ -519,6 +553,7 @@ impl Supervisor {
         let now = Instant::now();
         match spawn::spawn(&req) {
             Ok(pid) => {
+                output.started(pid);
                 self.by_pid.insert(pid, slot);
                 self.start_readiness(pid, readiness);
                 let spec = &self.apps[a].spec;
