@@ -64,7 +64,9 @@ pub struct AgentSettings {
     pub metrics_compat: Option<MetricsCompat>,
     /// Path of the control socket.
     pub control_socket: Option<PathBuf>,
-    /// pm2-logrotate's settings for the apps' log files.
+    /// pm2-logrotate's settings for the apps' log files; shown only when
+    /// set.
+    #[serde(skip_serializing_if = "super::logs::RotateDefaults::is_default")]
     pub log_rotate: super::logs::RotateDefaults,
 }
 

@@ -72,7 +72,19 @@ pub enum Target {
     Null,
 }
 
+impl RotateDefaults {
+    /// Whether nothing was set.
+    pub fn is_default(&self) -> bool {
+        *self == RotateDefaults::default()
+    }
+}
+
 impl LogSpec {
+    /// Whether no log key was set.
+    pub fn is_default(&self) -> bool {
+        *self == LogSpec::default()
+    }
+
     /// Whether procward reads the app's output itself.
     pub fn capture(&self) -> bool {
         self.out_file.is_some()
