@@ -503,3 +503,34 @@ fn json_lines_and_timestamps() {
     assert_eq!(v["message"], "say \"hi\"");
     assert!(v["time"].as_str().unwrap().ends_with('Z'));
 }
+
+#[test]
+fn prefixes_are_coloured_per_app_on_a_terminal_only() {
+    // script(1) gives procward a terminal for stdout.
+    let cmd = format!(
+        "{} --no-autorestart --log-prefix -i 2 --name web -- echo hi",
+        bin().display()
+    );
+    let out = Command::new("script")
+        .args(["-qc", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for i in 0..2 {
+        assert!(
+            text.contains(&format!("\x1b[36mweb-{i} | \x1b[0mhi")),
+            "{text:?}"
+        );
+    }
+    let (_, plain, _) = run_to_end(&[
+        "--no-autorestart",
+        "--log-prefix",
+        "--name",
+        "web",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(plain, "web | hi\n");
+}
