@@ -132,8 +132,22 @@ fn int_gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<I
 }
 
 impl Metrics {
-    /// Registers every family for these apps.
+    /// Registers every family for these apps, with the supervisor's restart
+    /// reasons ([`Reason::ALL`]).
     pub fn new(apps: &[AppLabels], compat: Option<MetricsCompat>) -> Result<Metrics> {
+        Metrics::with_reasons(apps, compat, &Reason::ALL.map(Reason::as_str), true)
+    }
+
+    /// Registers every family for these apps. `reasons` are the restart
+    /// reasons, in the order [`Metrics::restarts`] counts them; with
+    /// `exits_seen`, a zero exit series is made up front for each instance (an
+    /// agent that cannot see exit statuses makes none).
+    pub fn with_reasons(
+        apps: &[AppLabels],
+        compat: Option<MetricsCompat>,
+        reasons: &[&'static str],
+        exits_seen: bool,
+    ) -> Result<Metrics> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
@@ -345,11 +359,13 @@ impl Metrics {
                 });
                 // Known from the start, so dashboards and alerts find the
                 // series before the first exit.
-                exits.with_label_values(&[labels[0], labels[1], "0", ""]);
+                if exits_seen {
+                    exits.with_label_values(&[labels[0], labels[1], "0", ""]);
+                }
                 v.push(InstanceMetrics {
-                    restarts: Reason::ALL
+                    restarts: reasons
                         .iter()
-                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r.as_str()]))
+                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r]))
                         .collect(),
                     up: up.with_label_values(&labels),
                     ready: ready.with_label_values(&labels),
@@ -436,8 +452,8 @@ impl Metrics {
         }
     }
 
-    /// Brings the restart counters up to `counts` (indexed like
-    /// [`Reason::ALL`]); the supervisor's counts are the truth.
+    /// Brings the restart counters up to `counts` (indexed like the
+    /// reasons given at registration); the supervisor's counts are the truth.
     pub fn restarts(&mut self, a: usize, i: usize, counts: &[u64]) {
         self.touch();
         let m = &self.instances[a][i];
