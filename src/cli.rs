@@ -50,6 +50,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a process file as procward YAML.
     Convert(ConvertArgs),
+    /// Watch an app that procward did not start (Kubernetes sidecar).
+    Observe(crate::observe::ObserveArgs),
 }
 
 /// The subcommands' own arguments are defined only when one is invoked
@@ -76,6 +78,14 @@ impl Subcommand for Command {
                 .about("Print a process file (ecosystem.config.js, JSON or YAML) as procward YAML")
                 .defer(ConvertArgs::augment_args),
         )
+        .subcommand(
+            clap::Command::new("observe")
+                .about(
+                    "Watch, measure and cap an app that procward did not start \
+                     (a Kubernetes sidecar with shareProcessNamespace: true)",
+                )
+                .defer(crate::observe::ObserveArgs::augment_args),
+        )
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
@@ -83,7 +93,7 @@ impl Subcommand for Command {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        matches!(name, "run" | "check" | "convert")
+        matches!(name, "run" | "check" | "convert" | "observe")
     }
 }
 
@@ -93,6 +103,9 @@ impl clap::FromArgMatches for Command {
             Some(("run", sub)) => Ok(Command::Run(RunArgs::from_arg_matches(sub)?)),
             Some(("check", sub)) => Ok(Command::Check(CheckArgs::from_arg_matches(sub)?)),
             Some(("convert", sub)) => Ok(Command::Convert(ConvertArgs::from_arg_matches(sub)?)),
+            Some(("observe", sub)) => Ok(Command::Observe(
+                crate::observe::ObserveArgs::from_arg_matches(sub)?,
+            )),
             Some((other, _)) => Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidSubcommand,
                 format!("unknown subcommand `{other}`"),

@@ -9,6 +9,7 @@ mod init;
 mod logs;
 mod metrics;
 mod notify;
+mod observe;
 mod own_log;
 mod ready;
 mod resources;
@@ -40,6 +41,19 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Some(Command::Observe(observe_args)) = cli.command {
+        let (apps, agent) = match observe::plan(observe_args) {
+            Ok(p) => p,
+            Err(msg) => {
+                eprintln!("procward: {msg}");
+                return ExitCode::from(exit::USAGE as u8);
+            }
+        };
+        setup_logging(&agent);
+        let code = observe::run(apps, agent);
+        own_log::flush(std::time::Duration::from_millis(500));
+        return ExitCode::from(code as u8);
+    }
     let (apps, agent) = match plan(cli, &args) {
         Ok(p) => p,
         Err(msg) => {
@@ -62,7 +76,9 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
     let mut agent = AgentSettings::default();
     match cli.command {
         Some(Command::Run(args)) => config::commands::plan_run(args),
-        Some(Command::Check(_) | Command::Convert(_)) => unreachable!("handled in main"),
+        Some(Command::Check(_) | Command::Convert(_) | Command::Observe(_)) => {
+            unreachable!("handled in main")
+        }
         None => {
             if !cli::after_dashdash(args, &cli.cmd) {
                 if let Some(e) = cli::pm2_verb(&cli.cmd) {
