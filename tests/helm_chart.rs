@@ -182,3 +182,52 @@ fn chart_puts_procward_in_front_of_the_app_command() {
     assert!(rendered.contains(tail), "{rendered}");
     assert!(rendered.contains("path: /readyz") && rendered.contains("path: /healthz"));
 }
+
+#[test]
+fn sidecar_mode_observes_the_untouched_app_from_a_native_sidecar() {
+    let rendered = render(&[
+        "--set",
+        "mode=sidecar",
+        "--set",
+        "sidecar.match=node .*server.js",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]);
+    assert!(
+        rendered.contains("shareProcessNamespace: true"),
+        "{rendered}"
+    );
+    let (init, app) = rendered
+        .split_once("\n      containers:\n")
+        .expect("init containers, then containers");
+    let sidecar = init.split_once("initContainers:").expect("a sidecar").1;
+    let app = app.split("\n---").next().unwrap();
+    assert!(sidecar.contains("restartPolicy: Always"), "{sidecar}");
+    let argv = "- /procward\n            - observe\n            - --match\n            - \"node .*server.js\"\n            - --ready\n            - \"tcp:3000\"\n            - --metrics\n            - \"0.0.0.0:9100\"";
+    assert!(sidecar.contains(argv), "{sidecar}");
+    assert!(sidecar.contains("path: /readyz") && sidecar.contains("path: /healthz"));
+    assert!(
+        !app.contains("command:") && !app.contains("procward"),
+        "the app's container keeps its image's command: {app}"
+    );
+    assert!(rendered.contains("prometheus.io/scrape: \"true\""));
+    assert!(rendered.contains("kind: ServiceMonitor"));
+}
+
+#[test]
+fn sidecar_mode_without_a_match_observes_every_tree_and_probes_an_http_path() {
+    let rendered = render(&["--set", "mode=sidecar", "--set", "sidecar.ready=/healthz"]);
+    assert!(rendered.contains("- --all\n"), "{rendered}");
+    assert!(
+        rendered.contains("- \"http://127.0.0.1:3000/healthz\""),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn entrypoint_mode_stays_the_default_without_a_shared_pid_namespace() {
+    let rendered = render(&[]);
+    assert!(rendered.contains("- /opt/procward/procward"), "{rendered}");
+    assert!(!rendered.contains("shareProcessNamespace"), "{rendered}");
+    assert!(!rendered.contains("observe"), "{rendered}");
+}
