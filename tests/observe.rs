@@ -140,6 +140,17 @@ fn an_observed_apps_memory_and_readiness_come_from_its_own_processes() {
         metric(&addr, r#"procward_threads{app="web",instance="0"}"#).unwrap() >= 1.0,
         "threads are sampled"
     );
+    wait_until("open fds in /metrics", || {
+        metric(&addr, r#"procward_open_fds{app="web",instance="0"}"#).filter(|n| *n >= 3.0)
+    });
+    assert!(
+        metric(
+            &addr,
+            r#"procward_cpu_seconds_total{app="web",instance="0"}"#
+        )
+        .is_some(),
+        "CPU time is exported"
+    );
     let s = status(&addr);
     assert_eq!(s["status"], "online", "{s}");
     assert_eq!(s["restart_time"], 0, "{s}");
