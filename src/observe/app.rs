@@ -142,7 +142,7 @@ impl Watched {
     }
 
     /// Notices that the main process has gone.
-    pub fn check_main(&mut self, _now: Instant) {
+    pub fn check_main(&mut self) {
         let Some(main) = self.main() else { return };
         if find::alive(main) {
             return;
@@ -261,12 +261,7 @@ impl Watched {
         now: Instant,
         metrics: Option<(&mut Metrics, usize)>,
     ) {
-        let Some(main) = self.main() else {
-            if let Some((m, a)) = metrics {
-                m.no_process(a, 0);
-            }
-            return;
-        };
+        let Some(main) = self.main() else { return };
         let roots: Vec<i32> = self.trees.iter().map(|t| t.pid).collect();
         let mut out = Vec::with_capacity(roots.len());
         let slow = slow || self.fresh;
@@ -418,8 +413,10 @@ impl Watched {
         let index = State::NAMES.iter().position(|n| *n == now.0).unwrap_or(0);
         m.state(a, 0, index, now.1.is_some(), now.2);
         m.restarts(a, 0, &self.restarts);
-        if let (true, Some(since)) = (new_process, self.since()) {
-            m.started(a, 0, since);
+        match (new_process, self.since()) {
+            (true, Some(since)) => m.started(a, 0, since),
+            (true, None) => m.no_process(a, 0),
+            (false, _) => {}
         }
     }
 

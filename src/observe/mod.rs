@@ -225,7 +225,8 @@ struct Observer {
     rx: mpsc::Receiver<Message>,
     own: i32,
     passes: u64,
-    warned_alone: bool,
+    /// Whether the warning that nothing can be matched was given.
+    warned: bool,
 }
 
 impl Observer {
@@ -257,7 +258,7 @@ impl Observer {
             rx,
             own: std::process::id() as i32,
             passes: 0,
-            warned_alone: false,
+            warned: false,
         }
     }
 
@@ -328,20 +329,24 @@ impl Observer {
     fn pass(&mut self) {
         self.passes += 1;
         let now = Instant::now();
-        let slow = self.passes % crate::resources::SLOW_EVERY == 2;
+        let slow = self.passes % crate::resources::SLOW_EVERY == 0;
         let with_exe = self.apps.iter().any(|a| a.spec.matcher.needs_exe());
         let mut listed: Option<Vec<find::Seen>> = None;
         for (k, a) in self.apps.iter_mut().enumerate() {
-            a.check_main(now);
+            a.check_main();
             if a.needs_listing() {
                 let procs = listed.get_or_insert_with(|| find::list(with_exe));
                 let trees = find::choose(procs, &a.spec.matcher, self.own);
-                if trees.is_empty() && !self.warned_alone {
-                    warn_if_alone(procs, self.own);
-                    self.warned_alone = true;
+                // A native sidecar starts before the app's container: give
+                // the app some passes to appear, unless procward is PID 1
+                // (then no other container's processes can be visible).
+                if trees.is_empty() && !self.warned && (self.passes > 10 || self.own == 1) {
+                    self.warned = warn_if_blind(procs, &a.spec.matcher, self.own);
                 }
                 a.found(trees, now, &self.tx);
             }
+            // A new process's series are reset before its first sample.
+            a.publish(k, self.metrics.as_mut());
             a.sample(
                 &mut self.scan,
                 slow,
@@ -368,16 +373,29 @@ impl Observer {
     }
 }
 
-/// Warns when nothing but procward and PID 1 is visible: the PID namespace
-/// is most likely not shared.
-fn warn_if_alone(procs: &[find::Seen], own: i32) {
-    let others = procs
+/// Warns when nothing can match: nothing but procward and PID 1 is
+/// visible (the PID namespace is most likely not shared), or `--exe` cannot
+/// read other processes' executables. True once it has warned.
+fn warn_if_blind(procs: &[find::Seen], matcher: &Matcher, own: i32) -> bool {
+    let others: Vec<&find::Seen> = procs
         .iter()
         .filter(|s| s.proc.pid != own && s.proc.pid != 1 && s.ppid != own)
-        .count();
-    if others == 0 {
+        .filter(|s| !s.cmdline.is_empty())
+        .collect();
+    if others.is_empty() {
         warn!("no process but procward's own is visible: the app's container must share procward's \
                PID namespace. In Kubernetes set shareProcessNamespace: true on the pod; with podman \
                use a pod made with --share pid");
+        return true;
     }
+    let unreadable = others.iter().filter(|s| s.exe.is_none()).count();
+    if matcher.needs_exe() && unreadable > 0 {
+        warn!(
+            unreadable,
+            "cannot read the executable of some processes: --exe needs the app's uid or \
+               CAP_SYS_PTRACE. To fix it, run procward with the app's uid, or match with --match"
+        );
+        return true;
+    }
+    false
 }
