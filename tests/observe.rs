@@ -395,3 +395,16 @@ fn wait_lines_with_prefix(record: &str, prefix: &str) -> String {
         .find(|x| x.starts_with(prefix))
         .unwrap()
 }
+
+#[test]
+fn bad_observe_arguments_are_refused_with_what_to_use_instead() {
+    let (code, _, err) = common::run_to_end(&["observe", "--all", "--ready", "ipc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("use tcp:PORT or http://"), "{err}");
+    let (code, _, err) = common::run_to_end(&["observe", "--match", "("]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid --match `(`"), "{err}");
+    let (code, _, err) = common::run_to_end(&["observe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--match <REGEX>|--exe <PATH>|--all"), "{err}");
+}
