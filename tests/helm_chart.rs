@@ -203,7 +203,7 @@ fn sidecar_mode_observes_the_untouched_app_from_a_native_sidecar() {
     let sidecar = init.split_once("initContainers:").expect("a sidecar").1;
     let app = app.split("\n---").next().unwrap();
     assert!(sidecar.contains("restartPolicy: Always"), "{sidecar}");
-    let argv = "- /procward\n            - observe\n            - --match\n            - \"node .*server.js\"\n            - --ready\n            - \"tcp:3000\"\n            - --metrics\n            - \"0.0.0.0:9100\"";
+    let argv = "- /procward\n            - observe\n            - --match\n            - \"node .*server.js\"\n            - --ready\n            - \"tcp:3000\"\n            - --metrics\n            - \"0.0.0.0:";
     assert!(sidecar.contains(argv), "{sidecar}");
     assert!(sidecar.contains("path: /readyz") && sidecar.contains("path: /healthz"));
     assert!(

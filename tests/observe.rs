@@ -408,3 +408,14 @@ fn bad_observe_arguments_are_refused_with_what_to_use_instead() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--match <REGEX>|--exe <PATH>|--all"), "{err}");
 }
+
+#[test]
+fn alone_in_its_pid_namespace_procward_says_the_namespace_must_be_shared() {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(common::bin())
+        .args(["observe", "--all"]);
+    let mut pw = Running::start_cmd(&mut cmd);
+    let line = pw.wait_line(&["no process but procward's own is visible"]);
+    assert!(line.contains("shareProcessNamespace: true"), "{line}");
+}

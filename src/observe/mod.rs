@@ -84,8 +84,9 @@ pub struct ObserveArgs {
     /// After the stop signal, wait this long before SIGKILL [default: 1600ms].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub kill_timeout: Option<Duration>,
-    /// Serve /metrics, /healthz, /readyz and /status on this address.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve /metrics, /healthz, /readyz and /status on this address
+    /// (0.0.0.0:9079, :9079, localhost:9079).
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::agent::parse_metrics_addr)]
     pub metrics: Option<SocketAddr>,
     /// How often the app's processes are sampled [default: 1s].
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
