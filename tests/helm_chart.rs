@@ -231,3 +231,12 @@ fn entrypoint_mode_stays_the_default_without_a_shared_pid_namespace() {
     assert!(!rendered.contains("shareProcessNamespace"), "{rendered}");
     assert!(!rendered.contains("observe"), "{rendered}");
 }
+
+#[test]
+fn an_unknown_mode_and_flags_the_chart_sets_itself_are_refused() {
+    refused(&["--set", "mode=observer"], "mode");
+    refused(
+        &["--set-json", r#"sidecar.args=["--metrics",":1"]"#],
+        "/sidecar/args",
+    );
+}
