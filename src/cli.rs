@@ -224,6 +224,9 @@ pub struct AppOpts {
     /// LISTEN_FDS (0.0.0.0:3000, [::]:3000, unix:/path); repeatable.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// At this memory a memory restart sends SIGKILL at once [default: 1.5x --max-memory-restart].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory_hard: Option<String>,
 }
 
 /// Agent options, read by the same definitions as the process file's
@@ -250,6 +253,9 @@ pub struct AgentOpts {
     /// Also export the metric names of another tool: pm2.
     #[arg(long, value_name = "TOOL")]
     pub metrics_compat: Option<String>,
+    /// Stop every app and exit once one app is errored [default: the others keep running].
+    #[arg(long)]
+    pub exit_on_error: bool,
 }
 
 /// Parses a `--ready` source.
@@ -377,6 +383,11 @@ impl AppOpts {
                 )
             }),
         );
+        add(
+            "--max-memory-hard",
+            "max_memory_hard",
+            s(&self.max_memory_hard),
+        );
         g
     }
 
@@ -389,6 +400,7 @@ impl AppOpts {
             ready: app.ready.clone(),
             max_memory_restart: app.max_memory_restart,
             watchdog: app.watchdog,
+            max_memory_hard: app.max_memory_hard,
             ..Draft::default()
         };
         for g in self.given() {
@@ -408,6 +420,7 @@ impl AppOpts {
         if !d.listen.is_empty() {
             app.listen = d.listen;
         }
+        app.max_memory_hard = d.max_memory_hard;
         if let Some(n) = d.instances {
             app.instances = keys::instances_for(n, cpus());
             // `-i` is where PM2 gives each process its instance number.
@@ -443,6 +456,9 @@ impl AgentOpts {
             };
             let def = agent::find(g.key).expect("every agent flag has a definition");
             (def.apply)(agent, &g.value).map_err(|b| refused(&g, b))?;
+        }
+        if self.exit_on_error {
+            agent.exit_on_error = true;
         }
         Ok(())
     }

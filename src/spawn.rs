@@ -76,6 +76,17 @@ pub struct SpawnError {
 }
 
 impl SpawnError {
+    /// Whether it failed for want of a resource that may come back (too
+    /// many open files in procward or the system, no memory, the process
+    /// limit): retried with the restart backoff. Only the command itself
+    /// being missing or not executable is permanent (127, 126).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.error.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+        )
+    }
+
     /// The exit status a shell would give (127 not found, 126 not executable).
     pub fn shell_code(&self) -> i32 {
         match self.error.raw_os_error() {
@@ -466,6 +477,14 @@ pub fn signal_group(pgid: i32, signo: i32) -> io::Result<()> {
     } else {
         Err(e)
     }
+}
+
+/// Whether any process is left in the process group `pgid` (kill(2) with
+/// signal 0; a zombie not yet reaped still counts).
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill(2) with integer arguments and signal 0 sends nothing.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Convenience for building the environment list.

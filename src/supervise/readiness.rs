@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::policy::Reason;
-use super::state::{State, Then};
-use super::{signal_logged, Supervisor};
+use super::state::State;
+use super::{machine, signal_logged, Supervisor};
+use crate::config::{AppSpec, ReadySource};
 use crate::notify::{ServiceManager, View};
 use crate::ready::{self, Channels, Dropped, Event, Input, Prepared};
 
@@ -78,6 +78,24 @@ impl Readiness {
     }
 }
 
+/// What the process about to be spawned would lack for its readiness
+/// source or shutdown message (a descriptor that could not be made, say),
+/// as an error line; the spawn is then retried rather than made without it.
+pub(super) fn missing(prepared: &Prepared, spec: &AppSpec) -> Option<String> {
+    let has = |k: &str| prepared.env.iter().any(|(key, _)| key == k);
+    if (spec.ready.source == ReadySource::NodeIpc || spec.stop.shutdown_with_message)
+        && !has("NODE_CHANNEL_FD")
+    {
+        return Some("cannot make the IPC channel for the new process".into());
+    }
+    if (spec.ready.source == ReadySource::SdNotify || spec.watchdog.is_some())
+        && !has("NOTIFY_SOCKET")
+    {
+        return Some("cannot make the notify socket for the new process".into());
+    }
+    None
+}
+
 impl Supervisor {
     /// Makes the readiness resources of the next process of app `a`; the
     /// IPC channel follows its `listen_fds` `LISTEN_FDS` sockets.
@@ -119,7 +137,7 @@ impl Supervisor {
                     pid,
                     "the app asked for its watchdog (WATCHDOG=trigger); restarting"
                 );
-                self.request_stop(slot, Then::Restart(Reason::Watchdog));
+                self.feed(slot, machine::Event::WatchdogMissed);
             }
             Event::Stopping => info!(app, instance = i, pid, "app is stopping (STOPPING=1)"),
             Event::Reloading => info!(app, instance = i, pid, "app is reloading (RELOADING=1)"),
@@ -186,7 +204,7 @@ impl Supervisor {
             };
             warn!(app = %self.apps[slot.0].spec.name, instance = slot.1, pid,
                   "no WATCHDOG=1 within the app's watchdog interval; restarting");
-            self.request_stop(slot, Then::Restart(Reason::Watchdog));
+            self.feed(slot, machine::Event::WatchdogMissed);
         }
     }
 
