@@ -20,8 +20,6 @@ use prometheus::{
 
 use crate::config::MetricsCompat;
 use crate::resources::TreeUsage;
-use crate::supervise::policy::Reason;
-use crate::supervise::state::State;
 
 /// Custom metrics (`axm:monitor`) kept per app; further names are dropped
 /// and counted, so an app cannot explode the series count.
@@ -129,8 +127,15 @@ fn int_gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<I
 }
 
 impl Metrics {
-    /// Registers every family for these apps.
-    pub fn new(apps: &[AppLabels], compat: Option<MetricsCompat>) -> Result<Metrics> {
+    /// Registers every family for these apps; `reasons` and `states` are
+    /// the label values of the restart counters and the state series, in
+    /// the order [`Metrics::restarts`] and [`Metrics::state`] index them.
+    pub fn new(
+        apps: &[AppLabels],
+        compat: Option<MetricsCompat>,
+        reasons: &[&str],
+        states: &[&str],
+    ) -> Result<Metrics> {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
         r.register(Box::new(
@@ -324,13 +329,13 @@ impl Metrics {
                 // series before the first exit.
                 exits.with_label_values(&[labels[0], labels[1], "0", ""]);
                 v.push(InstanceMetrics {
-                    restarts: Reason::ALL
+                    restarts: reasons
                         .iter()
-                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r.as_str()]))
+                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r]))
                         .collect(),
                     up: up.with_label_values(&labels),
                     ready: ready.with_label_values(&labels),
-                    state: State::NAMES
+                    state: states
                         .iter()
                         .map(|s| state.with_label_values(&[labels[0], labels[1], s]))
                         .collect(),
@@ -387,7 +392,8 @@ impl Metrics {
         self.dropped.with_label_values(&[input])
     }
 
-    /// Sets the instance's state series (`index` into [`State::NAMES`]).
+    /// Sets the instance's state series (`index` into the `states` given
+    /// to [`Metrics::new`]).
     pub fn state(&mut self, a: usize, i: usize, index: usize, up: bool, ready: bool) {
         self.touch();
         let m = &mut self.instances[a][i];
@@ -401,8 +407,9 @@ impl Metrics {
         }
     }
 
-    /// Brings the restart counters up to `counts` (indexed like
-    /// [`Reason::ALL`]); the supervisor's counts are the truth.
+    /// Brings the restart counters up to `counts` (indexed like the
+    /// `reasons` given to [`Metrics::new`]); the supervisor's counts are the
+    /// truth.
     pub fn restarts(&mut self, a: usize, i: usize, counts: &[u64]) {
         self.touch();
         let m = &self.instances[a][i];
@@ -553,13 +560,16 @@ pub fn sanitize(name: &str) -> String {
 mod tests {
     use super::*;
 
+    const REASONS: [&str; 3] = ["crash", "memory", "reload"];
+    const STATES: [&str; 2] = ["online", "stopped"];
+
     fn one() -> Metrics {
         let apps = [AppLabels {
             name: "web".into(),
             instances: 2,
             memory_limit: Some(100),
         }];
-        Metrics::new(&apps, Some(MetricsCompat::Pm2)).unwrap()
+        Metrics::new(&apps, Some(MetricsCompat::Pm2), &REASONS, &STATES).unwrap()
     }
 
     fn text(m: &Metrics) -> String {
@@ -595,8 +605,8 @@ mod tests {
     #[test]
     fn restart_counters_follow_the_supervisor() {
         let mut m = one();
-        let mut counts = [0u64; Reason::ALL.len()];
-        counts[Reason::Memory.index()] = 2;
+        let mut counts = [0u64; REASONS.len()];
+        counts[1] = 2;
         m.restarts(0, 1, &counts);
         m.restarts(0, 1, &counts);
         let t = text(&m);

@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod instance;
 pub mod machine;
 pub mod memory;
-pub mod message;
 pub mod observe;
 pub mod policy;
 pub mod readiness;
@@ -26,10 +25,11 @@ use crate::config::{AgentSettings, AppSpec, ReadySource, SighupAction};
 use crate::exit::{self, ExitStatus};
 use crate::init::signals::Meaning;
 use crate::init::{reaper, signals};
+use crate::ready;
+use crate::resources::TreeUsage;
 use crate::spawn::{self, SpawnRequest};
 use instance::Instance;
 use machine::{Action, Event};
-use message::Message;
 use policy::Reason;
 use state::State;
 
@@ -60,8 +60,12 @@ pub struct Supervisor {
     signals_forwarded: u64,
     reload_queue: VecDeque<Slot>,
     reloading: Option<Slot>,
-    tx: mpsc::Sender<Message>,
-    rx: mpsc::Receiver<Message>,
+    /// What the apps say (`ready/`), for the one owner of state.
+    tx: mpsc::Sender<ready::Report>,
+    rx: mpsc::Receiver<ready::Report>,
+    /// Samples of the process trees (`resources/`).
+    samples_tx: mpsc::Sender<Vec<TreeUsage>>,
+    samples_rx: mpsc::Receiver<Vec<TreeUsage>>,
     self_pid: i32,
     obs: observe::Observer,
     /// Readiness channels of running processes, and the service manager.
@@ -74,6 +78,8 @@ impl Supervisor {
     /// A supervisor for these apps; nothing is started yet.
     pub fn new(specs: Vec<AppSpec>, agent: AgentSettings) -> Self {
         let (tx, rx) = mpsc::channel(INBOX);
+        // One pass per interval: a few waiting is plenty.
+        let (samples_tx, samples_rx) = mpsc::channel(4);
         let apps: Vec<App> = specs
             .into_iter()
             .map(|spec| {
@@ -95,6 +101,8 @@ impl Supervisor {
             reloading: None,
             tx,
             rx,
+            samples_tx,
+            samples_rx,
             self_pid: std::process::id() as i32,
             ready: readiness::Readiness::new(),
             sockets: (0..n_apps)
@@ -108,9 +116,9 @@ impl Supervisor {
         self.obs.handles()
     }
 
-    /// A sender for messages to this supervisor.
-    pub fn sender(&self) -> mpsc::Sender<Message> {
-        self.tx.clone()
+    /// The sender the resource sampler sends its passes through.
+    pub fn samples(&self) -> mpsc::Sender<Vec<TreeUsage>> {
+        self.samples_tx.clone()
     }
 
     /// Starts every app and supervises until all have stopped for good;
@@ -161,7 +169,8 @@ impl Supervisor {
                 // Before the inbox, so a flood of messages cannot starve them.
                 _ = tick(&mut watchdog) => self.ready.manager.ping(),
                 _ = sleep => self.on_deadlines(Instant::now()),
-                Some(msg) = self.rx.recv() => self.on_message(msg),
+                Some(samples) = self.samples_rx.recv() => self.on_samples(samples),
+                Some(report) = self.rx.recv() => self.on_app_event(report),
             }
         }
     }
@@ -181,26 +190,12 @@ impl Supervisor {
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
-        match msg {
-            Message::Ready { pid } => {
-                if let Some(&slot) = self.by_pid.get(&pid) {
-                    self.feed(slot, Event::Ready);
-                }
-            }
-            Message::AppMetric { pid, name, value } => {
-                self.obs.app_metric(&self.by_pid, pid, &name, value)
-            }
-            Message::Samples(samples) => {
-                let rss = self.obs.on_samples(&self.by_pid, samples);
-                let turns = memory::turns(&self.apps, |slot| rss.get(&slot).copied());
-                for (slot, rss) in rss {
-                    let turn = turns.contains(&slot);
-                    self.feed(slot, Event::Memory { rss, turn });
-                }
-            }
-            Message::App { pid, event } => self.on_app_event(pid, event),
-            Message::Cluster { pid, request } => self.on_cluster(pid, request),
+    fn on_samples(&mut self, samples: Vec<TreeUsage>) {
+        let rss = self.obs.on_samples(&self.by_pid, samples);
+        let turns = memory::turns(&self.apps, |slot| rss.get(&slot).copied());
+        for (slot, rss) in rss {
+            let turn = turns.contains(&slot);
+            self.feed(slot, Event::Memory { rss, turn });
         }
     }
 

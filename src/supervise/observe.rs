@@ -52,7 +52,8 @@ impl Observer {
                     memory_limit: a.spec.max_memory_restart,
                 })
                 .collect();
-            Metrics::new(&labels, agent.metrics_compat)
+            let reasons = Reason::ALL.map(Reason::as_str);
+            Metrics::new(&labels, agent.metrics_compat, &reasons, &State::NAMES)
                 .map_err(|e| error!(error = %e, "cannot register metrics; /metrics is empty"))
                 .ok()
         });

@@ -113,14 +113,25 @@ impl Supervisor {
     }
 
     /// Something an app said.
-    pub(super) fn on_app_event(&mut self, pid: i32, event: Event) {
+    pub(super) fn on_app_event(&mut self, report: ready::Report) {
+        let ready::Report { pid, event } = report;
         let Some(&slot) = self.by_pid.get(&pid) else {
             return;
+        };
+        let event = match event {
+            Event::Ready => return self.feed(slot, machine::Event::Ready),
+            Event::Metric { name, value } => {
+                return self.obs.app_metric(&self.by_pid, pid, &name, value)
+            }
+            Event::Cluster(request) => return self.on_cluster(pid, request),
+            other => other,
         };
         let (a, i) = slot;
         let spec = &self.apps[a].spec;
         let app = spec.name.as_str();
         match event {
+            // Handled above, before borrowing the spec.
+            Event::Ready | Event::Metric { .. } | Event::Cluster(_) => {}
             Event::Status(status) => info!(app, instance = i, pid, status, "app status"),
             Event::WatchdogPing => match spec.watchdog {
                 Some(interval) => {
