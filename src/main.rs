@@ -15,6 +15,7 @@ mod sockets;
 mod spawn;
 mod status;
 mod supervise;
+mod tree;
 
 use std::process::ExitCode;
 

@@ -566,31 +566,6 @@ pub fn envelope_violation() -> Option<String> {
     None
 }
 
-/// Sends `signo` to the process group `pgid`. A group already gone (ESRCH)
-/// is not an error: the exit is on its way to the reaper.
-pub fn signal_group(pgid: i32, signo: i32) -> io::Result<()> {
-    crate::init::terminal::sending(pgid, signo);
-    // SAFETY: kill(2) with integer arguments.
-    let rc = unsafe { libc::kill(-pgid, signo) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
-/// Whether any process is left in the process group `pgid` (kill(2) with
-/// signal 0; a zombie not yet reaped still counts).
-pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: kill(2) with integer arguments and signal 0 sends nothing.
-    let rc = unsafe { libc::kill(-pgid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// Convenience for building the environment list.
 pub fn var(k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> (OsString, OsString) {
     (k.as_ref().to_owned(), v.as_ref().to_owned())

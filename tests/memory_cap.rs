@@ -100,3 +100,27 @@ fn no_autorestart_stops_instead_of_restarting_for_memory() {
     assert_eq!(code_of(status), 128 + libc::SIGINT, "{:?}", run.seen);
     assert_eq!(run.count_lines(&["reason=\"memory\""]), 0, "{:?}", run.seen);
 }
+
+#[test]
+fn a_double_forked_daemon_counts_towards_the_cap_as_it_does_for_sd_notify() {
+    // The daemon is re-parented to procward (its parent subshell exits at
+    // once) but stays in the app's process group: it is in the app's tree.
+    let script = r#"( python3 -c 'big = b"\x01" * (200 << 20); import time; time.sleep(1000)' >/dev/null 2>&1 & ); while :; do sleep 0.1; done"#;
+    let mut run = Running::start(&[
+        "--max-memory-restart",
+        "100M",
+        "--max-memory-hard",
+        "4G",
+        "--sample-interval",
+        "100ms",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    run.wait_line(&["memory above max_memory_restart"]);
+    run.wait_line(&["to=\"online\"", "reason=\"memory\""]);
+    // Stopping takes the new daemon with the group.
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}

@@ -394,35 +394,9 @@ pub fn parse(text: &str) -> (bool, Vec<Event>) {
     (ready, events)
 }
 
-/// Whether `sender` is `root`, in its process group, or a descendant of it.
+/// Whether `sender` is in the app's process tree (`crate::tree`).
 pub fn in_tree(sender: i32, root: i32) -> bool {
-    if sender <= 0 {
-        return false;
-    }
-    if sender == root {
-        return true;
-    }
-    // SAFETY: getpgid(2) with an integer.
-    if unsafe { libc::getpgid(sender) } == root {
-        return true;
-    }
-    let mut p = sender;
-    for _ in 0..64 {
-        match parent_of(p) {
-            Some(pp) if pp == root => return true,
-            Some(pp) if pp > 1 => p = pp,
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// The parent pid from `/proc/PID/stat` (field 4, after the parenthesised
-/// command name, which may itself hold spaces and parentheses).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::tree::contains(root, sender)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::init::{reaper, signals};
 use crate::ready;
 use crate::resources::TreeUsage;
 use crate::spawn::{self, SpawnRequest};
+use crate::tree;
 use instance::Instance;
 use machine::{Action, Event};
 use policy::Reason;
@@ -203,7 +204,7 @@ impl Supervisor {
     fn forward(&mut self, signo: i32) {
         debug!(signal = %signals::name(signo), "forwarding");
         for pid in self.by_pid.keys() {
-            match spawn::signal_group(*pid, signo) {
+            match tree::signal(*pid, signo) {
                 Ok(()) => self.signals_forwarded += 1,
                 Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
             }
@@ -217,7 +218,7 @@ impl Supervisor {
             self.ready.forget(pid);
             match self.by_pid.remove(&pid) {
                 Some(slot) => {
-                    let group_alive = spawn::group_alive(pid);
+                    let group_alive = tree::group_alive(pid);
                     self.feed(
                         slot,
                         Event::Exited {
@@ -235,7 +236,7 @@ impl Supervisor {
         for a in 0..self.apps.len() {
             for i in 0..self.apps[a].instances.len() {
                 if let State::Emptying { pgid, .. } = self.apps[a].instances[i].state {
-                    if !spawn::group_alive(pgid) {
+                    if !tree::group_alive(pgid) {
                         self.feed((a, i), Event::GroupEmpty);
                     }
                 }
@@ -508,7 +509,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 
 /// Sends a signal to a group, logging (not failing) on error.
 fn signal_logged(pgid: i32, signo: i32) {
-    if let Err(e) = spawn::signal_group(pgid, signo) {
+    if let Err(e) = tree::signal(pgid, signo) {
         warn!(pid = pgid, signal = %signals::name(signo), error = %e, "sending a signal failed");
     }
 }
