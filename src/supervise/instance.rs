@@ -22,8 +22,11 @@ pub struct Instance {
     /// When its current process became ready the first time, for the
     /// time-to-ready figure.
     pub first_ready: Option<Instant>,
-    /// Whether its current process has had a memory sample under
-    /// `max_memory_restart`; one that never had is restarted as unstable.
+    /// Since when its current process's memory samples have been under
+    /// `max_memory_restart`, from the first such sample.
+    pub under_cap_since: Option<Instant>,
+    /// Whether its current process has stayed under `max_memory_restart`
+    /// for `min_uptime`; one that never did is restarted as unstable.
     pub fit: bool,
     /// An old process still draining while the current one runs: the
     /// overlap of a rolling reload. `None` outside one.
@@ -52,6 +55,7 @@ impl Instance {
             restarts: [0; Reason::ALL.len()],
             last_status: None,
             first_ready: None,
+            under_cap_since: None,
             fit: false,
             draining: None,
         }

@@ -219,6 +219,7 @@ impl Machine<'_, '_, '_> {
             // ---- Spawning: only the answer to the Spawn action ----
             (State::Spawning { reason, .. }, Event::Spawned { pid }) => {
                 self.inst.fit = false;
+                self.inst.under_cap_since = None;
                 self.inst.first_ready = None;
                 if let Some(r) = reason {
                     self.out.push(Action::CountRestart(r));
@@ -657,7 +658,11 @@ impl Machine<'_, '_, '_> {
                     return;
                 };
                 if rss <= soft {
-                    self.inst.fit = true;
+                    // Stable once under the cap for min_uptime: an app that
+                    // passes the cap while it starts up is not.
+                    let since = *self.inst.under_cap_since.get_or_insert(now);
+                    self.inst.fit |=
+                        now.saturating_duration_since(since) >= spec.restart.min_uptime;
                 } else if rss > hard {
                     warn!(app = %spec.name, instance = self.cx.index, pid, rss_bytes = rss,
                           max_memory_hard = hard, "memory above the hard limit; sending SIGKILL");
@@ -776,7 +781,7 @@ impl Machine<'_, '_, '_> {
             Reason::Reload | Reason::Manual => return self.spawn(Some(reason)),
             // It never became ready: a failed start.
             Reason::ReadyTimeout => true,
-            // Over the cap at every sample: it cannot run within it.
+            // Never under the cap for min_uptime: it cannot run within it.
             Reason::Memory => uptime < restart.min_uptime || !self.inst.fit,
             Reason::Watchdog
             | Reason::Crash
@@ -1510,16 +1515,27 @@ mod tests {
         let mut i = inst(online());
         for round in 0..2 {
             i.state = online();
+            // Under the cap while it starts up, then over it.
             run(
                 &mut i,
                 &s,
                 0,
                 Event::Memory {
+                    rss: 50,
+                    turn: true,
+                },
+            );
+            run(
+                &mut i,
+                &s,
+                300,
+                Event::Memory {
                     rss: 120,
                     turn: true,
                 },
             );
-            // Slower than min_uptime, but never under the cap: unstable.
+            // Slower than min_uptime, but never under the cap that long:
+            // unstable.
             run(&mut i, &s, 5000, exited(0, false));
             if round == 0 {
                 assert!(matches!(i.state, State::Spawning { .. }));
@@ -1534,15 +1550,28 @@ mod tests {
         let mut s = spec();
         s.restart.exp_backoff_restart_delay = Some(ms(100));
         let mut i = inst(online());
+        for t in [0, 500] {
+            run(
+                &mut i,
+                &s,
+                t,
+                Event::Memory {
+                    rss: 50,
+                    turn: true,
+                },
+            );
+        }
+        assert!(!i.fit, "not yet under the cap for min_uptime");
         run(
             &mut i,
             &s,
-            0,
+            1000,
             Event::Memory {
                 rss: 50,
                 turn: true,
             },
         );
+        assert!(i.fit);
         run(
             &mut i,
             &s,
