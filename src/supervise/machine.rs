@@ -653,8 +653,10 @@ impl Machine<'_, '_, '_> {
                 State::Starting { pid, since, .. } | State::Online { pid, since, .. },
                 Event::Memory { rss, turn },
             ) => {
-                let (Some(soft), Some(hard)) = (spec.max_memory_restart, spec.memory_hard_limit())
-                else {
+                // Over the hard limit too, the restart starts gracefully, on
+                // the instance's turn; the next sample over it while the
+                // process is stopping sends SIGKILL (below).
+                let Some(soft) = spec.max_memory_restart else {
                     return;
                 };
                 if rss <= soft {
@@ -663,11 +665,6 @@ impl Machine<'_, '_, '_> {
                     let since = *self.inst.under_cap_since.get_or_insert(now);
                     self.inst.fit |=
                         now.saturating_duration_since(since) >= spec.restart.min_uptime;
-                } else if rss > hard {
-                    warn!(app = %spec.name, instance = self.cx.index, pid, rss_bytes = rss,
-                          max_memory_hard = hard, "memory above the hard limit; sending SIGKILL");
-                    self.stop(pid, since, libc::SIGKILL, restart(Reason::Memory, spec));
-                    self.killed();
                 } else if turn {
                     warn!(app = %spec.name, instance = self.cx.index, pid, rss_bytes = rss,
                           max_memory_restart = soft, "memory above max_memory_restart; restarting gracefully");
@@ -747,21 +744,6 @@ impl Machine<'_, '_, '_> {
             },
             None,
         );
-    }
-
-    /// The stop just asked for was a SIGKILL: no deadline is left to wait
-    /// for.
-    fn killed(&mut self) {
-        if let State::Stopping { kill_at, .. } = &mut self.inst.state {
-            *kill_at = None;
-        }
-        for a in &mut self.out {
-            if let Action::AskToStop { pid, signo } = *a {
-                if signo == libc::SIGKILL {
-                    *a = Action::Signal { pgid: pid, signo };
-                }
-            }
-        }
     }
 
     /// The stopped process and its group are gone: what `then` says, through
@@ -1453,7 +1435,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_over_the_hard_limit_sends_sigkill_at_once_without_a_turn() {
+    fn memory_over_the_hard_limit_while_stopping_sends_sigkill_at_once() {
         let s = spec();
         let mut i = inst(online());
         let out = run(
@@ -1462,17 +1444,15 @@ mod tests {
             100,
             Event::Memory {
                 rss: 151,
-                turn: false,
+                turn: true,
             },
         );
-        assert_eq!(out[0], kill(PID));
-        assert!(matches!(i.state, State::Stopping { kill_at: None, .. }));
-        // While a graceful memory stop runs, growth past the hard limit kills.
-        let mut i = inst(stopping(Then::Restart(Reason::Memory)));
+        assert_eq!(signals(&out), [(PID, libc::SIGINT)], "a graceful start");
+        // While the memory stop runs, growth past the hard limit kills.
         let out = run(
             &mut i,
             &s,
-            100,
+            200,
             Event::Memory {
                 rss: 150,
                 turn: false,
@@ -1482,13 +1462,14 @@ mod tests {
         let out = run(
             &mut i,
             &s,
-            100,
+            300,
             Event::Memory {
                 rss: 151,
                 turn: false,
             },
         );
         assert_eq!(out[0], kill(PID));
+        assert!(matches!(i.state, State::Stopping { kill_at: None, .. }));
     }
 
     #[test]
