@@ -79,19 +79,17 @@ impl Readiness {
 }
 
 /// What the process about to be spawned would lack for its readiness
-/// source or shutdown message (a descriptor that could not be made, say),
-/// as an error line; the spawn is then retried rather than made without it.
+/// source or shutdown message, as an error line: its IPC channel, which
+/// socketpair(2) fails to make only for want of a resource (EMFILE, ENFILE,
+/// ENOMEM), so the spawn is retried rather than made without it. A notify
+/// socket that could not be made may be a directory procward refuses: the
+/// app then runs without one, as the error line already said.
 pub(super) fn missing(prepared: &Prepared, spec: &AppSpec) -> Option<String> {
     let has = |k: &str| prepared.env.iter().any(|(key, _)| key == k);
     if (spec.ready.source == ReadySource::NodeIpc || spec.stop.shutdown_with_message)
         && !has("NODE_CHANNEL_FD")
     {
         return Some("cannot make the IPC channel for the new process".into());
-    }
-    if (spec.ready.source == ReadySource::SdNotify || spec.watchdog.is_some())
-        && !has("NOTIFY_SOCKET")
-    {
-        return Some("cannot make the notify socket for the new process".into());
     }
     None
 }
