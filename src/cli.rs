@@ -227,6 +227,39 @@ pub struct AppOpts {
     /// At this memory a memory restart sends SIGKILL at once [default: 1.5x --max-memory-restart].
     #[arg(long, value_name = "SIZE")]
     pub max_memory_hard: Option<String>,
+    /// Write the app's stdout to FILE (captures the output; /dev/null discards).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<String>,
+    /// Write the app's stderr to FILE (captures the output; /dev/null discards).
+    #[arg(short = 'e', long = "error", value_name = "FILE")]
+    pub error: Option<String>,
+    /// Write both streams of the app to FILE as well.
+    #[arg(short = 'l', long = "log", value_name = "FILE")]
+    pub log: Option<String>,
+    /// Prefix each output line with the time in this dayjs format.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_date_format: Option<String>,
+    /// Prefix each output line with the time (YYYY-MM-DDTHH:mm:ss).
+    #[arg(long)]
+    pub time: bool,
+    /// All instances write the same log files (no -N suffix).
+    #[arg(long)]
+    pub merge_logs: bool,
+    /// `json`: write the output as one JSON object per line.
+    #[arg(long, value_name = "TYPE")]
+    pub log_type: Option<String>,
+    /// Prefix each output line with `app-N | `, coloured on a terminal.
+    #[arg(long)]
+    pub log_prefix: bool,
+    /// Rotate a log file before it grows past this size (10M, 1G).
+    #[arg(long, value_name = "SIZE")]
+    pub log_max_size: Option<String>,
+    /// Rotated log files kept [default: 30].
+    #[arg(long, value_name = "N")]
+    pub log_retain: Option<String>,
+    /// Send the app's output to /dev/null.
+    #[arg(long)]
+    pub disable_logs: bool,
 }
 
 /// Agent options, read by the same definitions as the process file's
@@ -388,6 +421,21 @@ impl AppOpts {
             "max_memory_hard",
             s(&self.max_memory_hard),
         );
+        add("--output", "out_file", s(&self.output));
+        add("--error", "error_file", s(&self.error));
+        add("--log", "log_file", s(&self.log));
+        add(
+            "--log-date-format",
+            "log_date_format",
+            s(&self.log_date_format),
+        );
+        add("--time", "time", on(self.time));
+        add("--merge-logs", "merge_logs", on(self.merge_logs));
+        add("--log-type", "log_type", s(&self.log_type));
+        add("--log-prefix", "log_prefix", on(self.log_prefix));
+        add("--log-max-size", "log_max_size", s(&self.log_max_size));
+        add("--log-retain", "log_retain", s(&self.log_retain));
+        add("--disable-logs", "disable_logs", on(self.disable_logs));
         g
     }
 
@@ -401,6 +449,7 @@ impl AppOpts {
             max_memory_restart: app.max_memory_restart,
             watchdog: app.watchdog,
             max_memory_hard: app.max_memory_hard,
+            logs: app.logs.clone(),
             ..Draft::default()
         };
         for g in self.given() {
@@ -421,6 +470,7 @@ impl AppOpts {
             app.listen = d.listen;
         }
         app.max_memory_hard = d.max_memory_hard;
+        app.logs = d.logs;
         if let Some(n) = d.instances {
             app.instances = keys::instances_for(n, cpus());
             // `-i` is where PM2 gives each process its instance number.

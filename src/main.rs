@@ -6,6 +6,7 @@ mod config;
 mod exit;
 mod http;
 mod init;
+mod logs;
 mod metrics;
 mod notify;
 mod own_log;
@@ -168,6 +169,10 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
                 }
             }
         }
-        sup.run(sigs).await
+        let logs = sup.logs();
+        let code = sup.run(sigs).await;
+        // Captured output still in the pipes is written before exiting.
+        logs.drain(std::time::Duration::from_secs(3));
+        code
     })
 }

@@ -5,8 +5,9 @@
 //! families carry the labels `app` and `instance`. Handles for each
 //! instance are resolved once, so updates are plain atomic operations.
 //! Only the supervisor updates them (it owns the state they describe); the
-//! HTTP server only gathers. The exception is [`Metrics::dropped`], a
-//! counter handed to the input readers that drop bad input.
+//! HTTP server only gathers. The exceptions are [`Metrics::dropped`], a
+//! counter handed to the input readers that drop bad input, and
+//! [`Metrics::log_counters`], handed to the threads that capture app output.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +76,8 @@ pub struct Metrics {
     orphans: IntCounter,
     signals: IntCounter,
     dropped: IntCounterVec,
+    log_dropped: IntCounterVec,
+    log_split: IntCounterVec,
     app_metric: GaugeVec,
     app_metric_names: Vec<HashSet<String>>,
     app_names: Vec<String>,
@@ -276,6 +279,26 @@ impl Metrics {
             )?,
         )?;
         r.register(Box::new(LogLinesDropped::new()?))?;
+        let log_dropped = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_log_bytes_dropped_total",
+                    "Bytes of the app's captured output that could not be written (full disk, unwritable file)",
+                ),
+                &["app"],
+            )?,
+        )?;
+        let log_split = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_log_lines_split_total",
+                    "Lines of the app's captured output longer than 64 KiB, written in pieces",
+                ),
+                &["app"],
+            )?,
+        )?;
         let app_metric = reg(
             &r,
             GaugeVec::new(
@@ -367,6 +390,8 @@ impl Metrics {
             orphans,
             signals,
             dropped,
+            log_dropped,
+            log_split,
             app_metric,
         })
     }
@@ -390,6 +415,16 @@ impl Metrics {
     /// the reader that drops them.
     pub fn dropped(&self, input: &str) -> IntCounter {
         self.dropped.with_label_values(&[input])
+    }
+
+    /// App `a`'s counters of log bytes dropped and log lines split, for
+    /// the threads that capture its output.
+    pub fn log_counters(&self, a: usize) -> (IntCounter, IntCounter) {
+        let app = [self.app_names[a].as_str()];
+        (
+            self.log_dropped.with_label_values(&app),
+            self.log_split.with_label_values(&app),
+        )
     }
 
     /// Sets the instance's state series (`index` into the `states` given

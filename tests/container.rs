@@ -3,37 +3,16 @@
 //! nothing but procward, busybox and an empty /proc — what a `FROM scratch`
 //! or distroless image gives it.
 //!
-//! The static binary is built here (`-C target-feature=+crt-static` on the
-//! gnu target) into target/static, as deploy/docker/Dockerfile builds it.
+//! The static binary is built (common::static_binary) as
+//! deploy/docker/Dockerfile builds it. tests/container_engine.rs runs the
+//! real images under podman.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use common::*;
-
-fn static_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target_dir = root.join("target/static");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C relocation-model=static",
-            )
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(root)
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "static build failed");
-        target_dir.join("x86_64-unknown-linux-gnu/debug/procward")
-    })
-    .clone()
-}
 
 /// A minimal root: /procward, /bin/busybox with sh and sleep, /proc, /dev/null.
 fn minimal_root() -> tempfile::TempDir {

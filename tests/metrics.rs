@@ -94,7 +94,7 @@ fn repo(path: &str) -> PathBuf {
 }
 
 fn artifact_check() -> Option<PathBuf> {
-    let p = repo("../shared/tools/artifact-check");
+    let p = repo("scripts/tools/artifact-check");
     p.exists().then_some(p)
 }
 
@@ -380,7 +380,7 @@ fn alert_rules_and_scrape_config_pass_promtool() {
 #[test]
 fn the_dashboard_and_rules_work_against_a_live_procward() {
     let Some(tool) = artifact_check() else {
-        panic!("../shared/tools/artifact-check is missing");
+        panic!("scripts/tools/artifact-check is missing");
     };
     let dashboard = repo("deploy/grafana/procward-dashboard.json");
     output_of_success(

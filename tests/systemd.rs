@@ -1,5 +1,5 @@
 //! procward under a REAL systemd (252, in a systemd-nspawn container made by
-//! the shared `systemd-sandbox` tool), driven by tests/systemd/check.sh.
+//! scripts/tools/systemd-sandbox), driven by tests/systemd/check.sh.
 //!
 //! The shipped units run as they are (procward.service with
 //! /etc/procward/procward.yaml, procward@web.service with
@@ -9,12 +9,12 @@
 //! READY=1, `systemctl stop` stops cleanly, the watchdog kills a stopped
 //! (hung) procward, plus listen_timeout (lenient and strict), a crash before
 //! ready, garbage on the channel, an sd_notify app, a spoofed datagram, and
-//! socket activation (a .socket unit; procward adopts the socket by name).
+//! socket activation (a .socket unit; procward adopts the socket by name),
+//! all under the units' hardening (`systemd-analyze security` below 3).
 //!
 //! Needs root (the sandbox installs systemd-nspawn and builds its tree on
 //! first use); without root it says so and passes. The
-//! sandbox is found at $SYSTEMD_SANDBOX, else ../shared/tools/systemd-sandbox
-//! next to the checkout.
+//! sandbox is found at $SYSTEMD_SANDBOX, else scripts/tools/systemd-sandbox.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,7 +23,7 @@ fn sandbox() -> PathBuf {
     std::env::var_os("SYSTEMD_SANDBOX")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/systemd-sandbox")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tools/systemd-sandbox")
         })
 }
 

@@ -5,6 +5,8 @@
 const http = require('http');
 
 const port = Number(process.env.PORT || 3000);
+// 127.0.0.1 unless told otherwise; the container image sets HOST=0.0.0.0.
+const host = process.env.HOST || '127.0.0.1';
 const instance = process.env.NODE_APP_INSTANCE || '0';
 
 const server = http.createServer((req, res) => {
@@ -12,8 +14,8 @@ const server = http.createServer((req, res) => {
   res.end(`hello from instance ${instance} (pid ${process.pid})\n`);
 });
 
-server.listen(port, '127.0.0.1', () => {
-  console.log(`listening on http://127.0.0.1:${port}`);
+server.listen(port, host, () => {
+  console.log(`listening on http://${host}:${port}`);
   if (process.send) process.send('ready');
 });
 

@@ -67,6 +67,10 @@ pub struct AgentSettings {
     /// Stop every app and exit once one app is errored; by default the
     /// others keep running (as PM2 does).
     pub exit_on_error: bool,
+    /// pm2-logrotate's settings for the apps' log files; shown only when
+    /// set.
+    #[serde(skip_serializing_if = "super::logs::RotateDefaults::is_default")]
+    pub log_rotate: super::logs::RotateDefaults,
 }
 
 impl Default for AgentSettings {
@@ -80,6 +84,7 @@ impl Default for AgentSettings {
             metrics_compat: None,
             control_socket: None,
             exit_on_error: false,
+            log_rotate: super::logs::RotateDefaults::default(),
         }
     }
 }
@@ -127,7 +132,40 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         name: "exit_on_error",
         apply: exit_on_error,
     },
+    // pm2-logrotate's settings, by its names, for every app's log files.
+    AgentKey {
+        name: "max_size",
+        apply: max_size,
+    },
+    AgentKey {
+        name: "retain",
+        apply: retain,
+    },
+    AgentKey {
+        name: "compress",
+        apply: compress,
+    },
 ];
+
+fn max_size(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.log_rotate.max_size = Some(keys::size("max_size", v)?);
+    Ok(())
+}
+
+fn retain(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    a.log_rotate.retain = keys::retain("retain", v)?;
+    Ok(())
+}
+
+fn compress(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match v.value {
+        Value::Bool(b) => {
+            a.log_rotate.compress = b;
+            Ok(())
+        }
+        _ => Err(expected("`compress` to be true or false".into())),
+    }
+}
 
 /// The definition of an agent setting.
 pub fn find(name: &str) -> Option<&'static AgentKey> {

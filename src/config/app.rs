@@ -60,6 +60,10 @@ pub struct AppSpec {
     /// the environment untouched (PM2 adds it for process files and `-i`).
     #[serde(skip_serializing_if = "is_pm2_instance_var")]
     pub instance_var: Option<String>,
+    /// Where stdout and stderr go (pass-through unless a log key is set);
+    /// shown only when a log key is set.
+    #[serde(skip_serializing_if = "super::logs::LogSpec::is_default")]
+    pub logs: super::logs::LogSpec,
 }
 
 /// PM2's default instance variable (schema.json `instance_var`).
@@ -220,6 +224,7 @@ impl AppSpec {
             max_memory_hard: None,
             watchdog: None,
             instance_var: Some(PM2_INSTANCE_VAR.into()),
+            logs: super::logs::LogSpec::default(),
         }
     }
 

@@ -77,6 +77,14 @@ fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
     if let Some(sock) = &agent.control_socket {
         a.insert(text("control_socket"), text(sock.display()));
     }
+    let rotate = &agent.log_rotate;
+    if !rotate.is_default() {
+        if let Some(n) = rotate.max_size {
+            a.insert(text("max_size"), Yaml::Number(n.into()));
+        }
+        a.insert(text("retain"), Yaml::Number(rotate.retain.into()));
+        a.insert(text("compress"), Yaml::Bool(rotate.compress));
+    }
     let mut list = Vec::new();
     for app in apps {
         let mut m = Mapping::new();
@@ -139,6 +147,39 @@ fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
         }
         if let Some(w) = app.watchdog {
             put("watchdog", ms(w));
+        }
+        let l = &app.logs;
+        let files = [
+            ("out_file", &l.out_file),
+            ("error_file", &l.error_file),
+            ("log_file", &l.log_file),
+        ];
+        for (key, file) in files {
+            if let Some(f) = file {
+                put(key, text(f.display()));
+            }
+        }
+        if let Some(f) = &l.date_format {
+            put("log_date_format", text(f));
+        }
+        let flags = [
+            ("merge_logs", l.merge),
+            ("log_prefix", l.prefix),
+            ("disable_logs", l.disabled),
+        ];
+        for (key, on) in flags {
+            if on {
+                put(key, Yaml::Bool(true));
+            }
+        }
+        if l.json {
+            put("log_type", text("json"));
+        }
+        if let Some(n) = l.max_size {
+            put("log_max_size", Yaml::Number(n.into()));
+        }
+        if let Some(n) = l.retain {
+            put("log_retain", Yaml::Number(n.into()));
         }
         list.push(Yaml::Mapping(m));
     }

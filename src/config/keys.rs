@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::app::{ExecMode, ReadySource, ReadySpec, RestartPolicy, StopPolicy};
+use super::logs::{LogSpec, PM2_TIME_FORMAT};
 use super::raw::{Node, Span, Value};
 use super::units::{parse_duration, parse_signal, parse_size};
 
@@ -102,9 +103,11 @@ pub struct Draft {
     pub instance_var: Option<String>,
     /// procward's `listen`.
     pub listen: Vec<crate::sockets::ListenAddr>,
+    /// The log keys.
+    pub logs: LogSpec,
 }
 
-const LOGS: &str = "procward passes the app's output through untouched; let the container runtime or journald keep it";
+const LOG_FILES: &str = "without any log key the output passes through untouched to procward's own, for the container runtime or journald; a stream with a file goes only to its file";
 const WATCH: &str =
     "procward does not watch files; restart with SIGHUP (a rolling reload) after deploying";
 const PM2_ONLY: &str = "a PM2 feature with no meaning under procward";
@@ -146,14 +149,17 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "watch_options", aliases: &[], doc: "chokidar options.", default: "none", pm2: "schema.json `watch_options`", handling: Handling::Ignored(WATCH), apply: None },
     KeyDef { name: "watch_delay", aliases: &[], doc: "Delay before a watch restart.", default: "none", pm2: "schema.json `watch_delay`", handling: Handling::Ignored(WATCH), apply: None },
     KeyDef { name: "cron_restart", aliases: &["cron"], doc: "Restart on a cron schedule.", default: "none", pm2: "schema.json `cron_restart`", handling: Handling::Ignored("procward has no scheduler; use a Kubernetes CronJob or a systemd timer that sends SIGHUP"), apply: None },
-    KeyDef { name: "out_file", aliases: &["out", "output", "out_log"], doc: "File for stdout.", default: "~/.pm2/logs/<app>-out.log", pm2: "schema.json `out_file`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "error_file", aliases: &["error", "err", "err_file", "err_log"], doc: "File for stderr.", default: "~/.pm2/logs/<app>-error.log", pm2: "schema.json `error_file`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "log_file", aliases: &["log"], doc: "File for both streams.", default: "none", pm2: "schema.json `log_file`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "log_date_format", aliases: &[], doc: "Timestamp prefix of log lines.", default: "none", pm2: "schema.json `log_date_format`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "merge_logs", aliases: &["combine_logs"], doc: "One log file for all instances.", default: "false", pm2: "schema.json `merge_logs`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "log_type", aliases: &[], doc: "`json` log lines.", default: "none", pm2: "schema.json `log_type`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "time", aliases: &[], doc: "Prefix log lines with the time.", default: "false", pm2: "schema.json `time`", handling: Handling::Ignored(LOGS), apply: None },
-    KeyDef { name: "disable_logs", aliases: &[], doc: "Store no logs.", default: "false", pm2: "schema.json `disable_logs`", handling: Handling::Ignored(LOGS), apply: None },
+    KeyDef { name: "out_file", aliases: &["out", "output", "out_log"], doc: "File for stdout (`/dev/null` or `NULL`: discard); `-N` is added per instance unless `merge_logs`.", default: "~/.pm2/logs/<app>-out.log", pm2: "Common.js `prepareAppConf`, God.js (`-<pm_id>` suffix)", handling: Handling::Different(LOG_FILES), apply: Some(out_file) },
+    KeyDef { name: "error_file", aliases: &["error", "err", "err_file", "err_log"], doc: "File for stderr (`/dev/null` or `NULL`: discard); `-N` is added per instance unless `merge_logs`.", default: "~/.pm2/logs/<app>-error.log", pm2: "Common.js `prepareAppConf`, God.js (`-<pm_id>` suffix)", handling: Handling::Different(LOG_FILES), apply: Some(error_file) },
+    KeyDef { name: "log_file", aliases: &["log"], doc: "File for both streams.", default: "none", pm2: "schema.json `log_file`", handling: Handling::Different("a path is required (PM2's `true` means a file under ~/.pm2)"), apply: Some(log_file) },
+    KeyDef { name: "log_date_format", aliases: &[], doc: "Prefix each line with the time in this dayjs format (`YYYY-MM-DD HH:mm:ss Z`), then `: `.", default: "none", pm2: "God.js (`dayjs().format(log_date_format)`)", handling: Handling::Honoured, apply: Some(log_date_format) },
+    KeyDef { name: "time", aliases: &[], doc: "Prefix each line with the time (`YYYY-MM-DDTHH:mm:ss`).", default: "false", pm2: "schema.json `time`", handling: Handling::Honoured, apply: Some(time) },
+    KeyDef { name: "merge_logs", aliases: &["combine_logs"], doc: "Every instance writes the same files.", default: "false", pm2: "God.js (no `-<pm_id>` suffix)", handling: Handling::Honoured, apply: Some(merge_logs) },
+    KeyDef { name: "log_type", aliases: &[], doc: "`json`: one JSON object per line (time, app, instance, stream, message).", default: "none", pm2: "schema.json `log_type`", handling: Handling::Different("the JSON fields are named time, app, instance, stream, message"), apply: Some(log_type) },
+    KeyDef { name: "disable_logs", aliases: &[], doc: "Send both streams to /dev/null.", default: "false", pm2: "schema.json `disable_logs`", handling: Handling::Honoured, apply: Some(disable_logs) },
+    KeyDef { name: "log_prefix", aliases: &[], doc: "Prefix each line with `app-N | `, coloured per app on a terminal, as `docker compose` does.", default: "false", pm2: "-", handling: Handling::Procward, apply: Some(log_prefix) },
+    KeyDef { name: "log_max_size", aliases: &[], doc: "Rotate a log file before it grows past this size (10M, 1G); the `procward:` section's `max_size` applies to every app.", default: "off", pm2: "pm2-logrotate `max_size`", handling: Handling::Procward, apply: Some(log_max_size) },
+    KeyDef { name: "log_retain", aliases: &[], doc: "Rotated files kept (`out.log.1` newest); the `procward:` section's `retain` applies to every app.", default: "30", pm2: "pm2-logrotate `retain`", handling: Handling::Procward, apply: Some(log_retain) },
     KeyDef { name: "pid_file", aliases: &["pid"], doc: "File for the pid.", default: "~/.pm2/pids/<app>-<id>.pid", pm2: "schema.json `pid_file`", handling: Handling::Ignored("pids are in /status and the metrics"), apply: None },
     KeyDef { name: "instance_var", aliases: &[], doc: "Name of the variable holding each instance's number (0, 1, ...); set for process files and `-i`, never for a plain `procward -- CMD`.", default: "NODE_APP_INSTANCE", pm2: "schema.json `instance_var`", handling: Handling::Honoured, apply: Some(instance_var) },
     KeyDef { name: "increment_var", aliases: &[], doc: "A variable incremented per instance.", default: "none", pm2: "schema.json `increment_var`", handling: Handling::Ignored(PM2_ONLY), apply: None },
@@ -532,6 +538,118 @@ fn stop_exit_codes(d: &mut Draft, v: &Node) -> Result<(), Bad> {
             .collect::<Result<_, _>>()?,
         _ => vec![one(v).ok_or_else(expected)?],
     };
+    Ok(())
+}
+
+/// A log file path; `~/` is the home directory, as PM2's `resolveHome`.
+fn log_path(key: &str, v: &Node) -> Result<std::path::PathBuf, Bad> {
+    match &v.value {
+        Value::Str(s) if !s.trim().is_empty() => Ok(match s.strip_prefix("~/") {
+            Some(rest) => {
+                std::path::Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/".into()))
+                    .join(rest)
+            }
+            None => s.into(),
+        }),
+        _ => Err(bad(
+            format!("`{key}` to be a file path"),
+            Some("e.g. `./logs/out.log`, or `/dev/null` to discard"),
+        )),
+    }
+}
+
+fn out_file(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.out_file = Some(log_path("out_file", v)?);
+    Ok(())
+}
+
+fn error_file(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.error_file = Some(log_path("error_file", v)?);
+    Ok(())
+}
+
+fn log_file(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    match v.value {
+        Value::Bool(false) | Value::Null => Ok(()),
+        _ => {
+            d.logs.log_file = Some(log_path("log_file", v)?);
+            Ok(())
+        }
+    }
+}
+
+fn log_date_format(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    let f = string("log_date_format", v)?;
+    d.logs.date_format = (!f.is_empty()).then_some(f);
+    Ok(())
+}
+
+fn time(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    if boolean("time", v)? && d.logs.date_format.is_none() {
+        d.logs.date_format = Some(PM2_TIME_FORMAT.into());
+    }
+    Ok(())
+}
+
+fn merge_logs(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.merge = boolean("merge_logs", v)?;
+    Ok(())
+}
+
+fn log_type(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    match &v.value {
+        Value::Str(s) if s == "json" => {
+            d.logs.json = true;
+            Ok(())
+        }
+        Value::Str(s) if s == "raw" || s.is_empty() => Ok(()),
+        _ => Err(bad("`log_type` to be `json`", None)),
+    }
+}
+
+fn disable_logs(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.disabled = boolean("disable_logs", v)?;
+    Ok(())
+}
+
+fn log_prefix(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.prefix = boolean("log_prefix", v)?;
+    Ok(())
+}
+
+/// A size in bytes: a number or a string with K, M or G.
+pub fn size(key: &str, v: &Node) -> Result<u64, Bad> {
+    let expected = || {
+        bad(
+            format!("`{key}` to be bytes or a size with K, M or G (10M, 1G)"),
+            None,
+        )
+    };
+    match &v.value {
+        Value::Num(n) if n.is_finite() && *n >= 1.0 => Ok(*n as u64),
+        Value::Str(s) => parse_size(s).map_err(|_| expected()),
+        _ => Err(expected()),
+    }
+}
+
+fn log_max_size(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.max_size = Some(size("log_max_size", v)?);
+    Ok(())
+}
+
+/// A count of rotated files to keep.
+pub fn retain(key: &str, v: &Node) -> Result<u32, Bad> {
+    match whole(v) {
+        Some(n) if (0..=10_000).contains(&n) => Ok(n as u32),
+        _ => Err(bad(
+            format!("`{key}` to be a number of files (0 to 10000)"),
+            None,
+        )),
+    }
+}
+
+fn log_retain(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.logs.retain = Some(retain("log_retain", v)?);
     Ok(())
 }
 
@@ -991,6 +1109,38 @@ mod tests {
         assert_eq!(instances_for(-8, 4), 1);
         assert_eq!(instances_for(2, 4), 2);
         assert_eq!(instances_for(0, 0), 1);
+    }
+
+    #[test]
+    fn log_keys() {
+        let d = with("out_file", "./out.log").unwrap();
+        assert_eq!(d.logs.out_file.unwrap(), std::path::Path::new("./out.log"));
+        assert!(with("error_file", "''").is_err());
+        assert!(with("log_file", "false").unwrap().logs.log_file.is_none());
+        assert!(with("log_file", "true").is_err());
+        assert_eq!(
+            with("time", "true").unwrap().logs.date_format.unwrap(),
+            PM2_TIME_FORMAT
+        );
+        assert_eq!(
+            with("log_date_format", "'YYYY-MM-DD HH:mm Z'")
+                .unwrap()
+                .logs
+                .date_format
+                .unwrap(),
+            "YYYY-MM-DD HH:mm Z"
+        );
+        assert!(with("log_type", "json").unwrap().logs.json);
+        assert!(with("log_type", "xml").is_err());
+        assert!(with("combine_logs", "true").unwrap().logs.merge);
+        assert!(with("disable_logs", "true").unwrap().logs.disabled);
+        assert!(with("log_prefix", "true").unwrap().logs.prefix);
+        assert_eq!(
+            with("log_max_size", "10M").unwrap().logs.max_size,
+            Some(10 << 20)
+        );
+        assert_eq!(with("log_retain", "5").unwrap().logs.retain, Some(5));
+        assert!(with("log_retain", "-1").is_err());
     }
 
     #[test]

@@ -275,33 +275,30 @@ struct Validator {
 
 const TOP_KEYS: [&str; 3] = ["apps", "procward", "deploy"];
 
-/// Where procward's log rotation stands; the one sentence to change when
-/// it lands.
-const LOG_ROTATION: &str = "procward does not rotate log files yet";
-
-/// Keys of PM2 modules that users write into a process file, each with the
-/// `procward:` setting that takes its job, if any. pm2-logrotate's keys are
-/// set with `pm2 set pm2-logrotate:<key>`, never in an app.
-pub const MODULE_KEYS: &[(&str, &str, Option<&str>)] = &[
-    ("max_size", "pm2-logrotate", Some("log_max_size")),
-    ("retain", "pm2-logrotate", Some("log_retain")),
-    ("compress", "pm2-logrotate", Some("log_compress")),
-    ("rotateInterval", "pm2-logrotate", None),
-    ("workerInterval", "pm2-logrotate", None),
-    ("rotateModule", "pm2-logrotate", None),
-    ("dateFormat", "pm2-logrotate", None),
+/// Keys of PM2 modules that users write into a process file, each with
+/// whether procward takes it in its `procward:` section. pm2-logrotate's
+/// keys are set with `pm2 set pm2-logrotate:<key>`, never in an app.
+pub const MODULE_KEYS: &[(&str, &str, bool)] = &[
+    ("max_size", "pm2-logrotate", true),
+    ("retain", "pm2-logrotate", true),
+    ("compress", "pm2-logrotate", true),
+    ("rotateInterval", "pm2-logrotate", false),
+    ("workerInterval", "pm2-logrotate", false),
+    ("rotateModule", "pm2-logrotate", false),
+    ("dateFormat", "pm2-logrotate", false),
 ];
 
 /// The hint for a key of a PM2 module (`max_size`), if it is one.
 fn module_key_hint(key: &str) -> Option<String> {
-    let (_, module, setting) = MODULE_KEYS.iter().find(|(k, _, _)| *k == key)?;
-    Some(match setting {
-        Some(s) => format!(
-            "`{key}` is a {module} setting (`pm2 set {module}:{key}`); {LOG_ROTATION}: the `procward:` setting `{s}` will take it"
-        ),
-        None => format!(
-            "`{key}` is a {module} setting (`pm2 set {module}:{key}`); {LOG_ROTATION}, and will rotate by size only (`log_max_size` in the `procward:` section)"
-        ),
+    let (_, module, taken) = MODULE_KEYS.iter().find(|(k, _, _)| *k == key)?;
+    Some(if *taken {
+        format!(
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`): put it under the top-level `procward:` section, for every app's log files"
+        )
+    } else {
+        format!(
+            "`{key}` is a {module} setting (`pm2 set {module}:{key}`); procward rotates log files by size only (`max_size` in the `procward:` section); for a schedule, run logrotate and send procward SIGUSR2"
+        )
     })
 }
 
@@ -806,6 +803,7 @@ impl Validator {
         app.max_memory_restart = d.max_memory_restart;
         app.watchdog = d.watchdog;
         app.max_memory_hard = d.max_memory_hard;
+        app.logs = d.logs.clone();
         if let Some(var) = &d.instance_var {
             app.instance_var = Some(var.clone());
         }

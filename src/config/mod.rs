@@ -11,6 +11,7 @@ pub mod js;
 pub mod json;
 pub mod keys;
 pub mod load;
+pub mod logs;
 pub mod raw;
 pub mod units;
 pub mod users;

@@ -155,6 +155,8 @@ pub enum Meaning {
     Shutdown(i32),
     /// Reload every app (SIGHUP, unless told to forward it).
     Reload,
+    /// Reopen the apps' log files (SIGUSR2, as PM2's `reloadLogs`).
+    ReopenLogs,
     /// Pass it on to every app's process group.
     Forward(i32),
     /// A signal procward raised itself (SIGPIPE on its own write): not the
@@ -175,6 +177,7 @@ impl Received {
         match Signal::try_from(self.signo) {
             Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => Meaning::Shutdown(self.signo),
             Ok(Signal::SIGHUP) if sighup_reloads => Meaning::Reload,
+            Ok(Signal::SIGUSR2) => Meaning::ReopenLogs,
             _ => Meaning::Forward(self.signo),
         }
     }

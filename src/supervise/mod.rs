@@ -73,6 +73,8 @@ pub struct Supervisor {
     ready: readiness::Readiness,
     /// Listening sockets held for each app, by app index.
     sockets: Vec<cluster::AppSockets>,
+    /// The apps' output: pipes for captured apps, recent lines, crash tails.
+    logs: crate::logs::Logs,
 }
 
 impl Supervisor {
@@ -90,7 +92,10 @@ impl Supervisor {
             .collect();
         let obs = observe::Observer::new(&apps, &agent);
         let n_apps = apps.len();
+        let specs: Vec<&AppSpec> = apps.iter().map(|a| &a.spec).collect();
+        let logs = crate::logs::Logs::new(&specs, agent.log_rotate, |a| obs.log_counters(a));
         Supervisor {
+            logs,
             obs,
             apps,
             agent,
@@ -115,6 +120,11 @@ impl Supervisor {
     /// Handles for the sampler and the HTTP server.
     pub fn handles(&self) -> crate::status::Handles {
         self.obs.handles()
+    }
+
+    /// The apps' output, for reading recent lines and draining at exit.
+    pub fn logs(&self) -> crate::logs::Logs {
+        self.logs.clone()
     }
 
     /// The sender the resource sampler sends its passes through.
@@ -187,6 +197,7 @@ impl Supervisor {
             }
             Meaning::Shutdown(signo) => self.shutdown(signo),
             Meaning::Reload => self.reload(),
+            Meaning::ReopenLogs => self.reopen_logs(),
             Meaning::Forward(signo) => self.forward(signo),
         }
     }
@@ -211,6 +222,24 @@ impl Supervisor {
         }
     }
 
+    /// SIGUSR2, as PM2's daemon takes it (`pm2 reloadLogs`): the apps that
+    /// write log files get them reopened instead of the signal; the others
+    /// get it forwarded as before.
+    fn reopen_logs(&mut self) {
+        if (0..self.apps.len()).any(|a| self.logs.writes_files(a)) {
+            info!("reopening the log files (SIGUSR2)");
+            self.logs.reopen();
+        }
+        for (pid, (a, _)) in &self.by_pid {
+            if !self.logs.writes_files(*a) {
+                match tree::signal(*pid, libc::SIGUSR2) {
+                    Ok(()) => self.signals_forwarded += 1,
+                    Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
+                }
+            }
+        }
+    }
+
     fn reap(&mut self) {
         let mut exits = Vec::new();
         reaper::reap_all(|pid, status| exits.push((pid, status)));
@@ -218,6 +247,7 @@ impl Supervisor {
             self.ready.forget(pid);
             match self.by_pid.remove(&pid) {
                 Some(slot) => {
+                    self.log_crash(slot, pid, status);
                     let group_alive = tree::group_alive(pid);
                     self.feed(
                         slot,
@@ -241,6 +271,19 @@ impl Supervisor {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands the exit to the captured output; a crash (an exit while
+    /// starting or online, other than code 0) logs the last lines of its
+    /// stderr, now or once its pipe has been read to the end.
+    fn log_crash(&mut self, (a, i): Slot, pid: i32, status: ExitStatus) {
+        let state = &self.apps[a].instances[i].state;
+        let unexpected = matches!(state, State::Starting { pid: p, .. } | State::Online { pid: p, .. } if *p == pid);
+        let crash = (unexpected && status != ExitStatus::Code(0)).then(|| status.to_string());
+        if let Some(last_stderr) = self.logs.exited(a, i, pid, crash) {
+            warn!(app = %self.apps[a].spec.name, instance = i, pid, %status,
+                  last_stderr = last_stderr.as_str(), "crashed");
         }
     }
 
@@ -363,6 +406,7 @@ impl Supervisor {
         let (a, i) = slot;
         let (mut fds, listen_env) = crate::sockets::listen_fds(&self.sockets[a].listen);
         let readiness = self.prepare_readiness(a, fds.len());
+        let output = self.logs.prepare(a, i);
         let spec = &self.apps[a].spec;
         // Readiness needs its channel: a process started without it would
         // never be ready (or never get the shutdown message).
@@ -379,6 +423,7 @@ impl Supervisor {
         let listen_pid = !listen_env.is_empty();
         env.extend(listen_env);
         fds.extend(readiness.fds());
+        fds.extend(output.fds());
         let req = SpawnRequest {
             argv: &spec.argv,
             cwd: spec.cwd.as_deref(),
@@ -390,6 +435,7 @@ impl Supervisor {
         };
         match spawn::spawn(&req) {
             Ok(pid) => {
+                output.started(pid);
                 self.by_pid.insert(pid, slot);
                 self.start_readiness(pid, readiness);
                 Event::Spawned { pid }

@@ -185,6 +185,18 @@ impl Observer {
         }
     }
 
+    /// App `a`'s counters of log bytes dropped and lines split: the
+    /// registered ones with `--metrics`, else counters nobody reads.
+    pub fn log_counters(&self, a: usize) -> crate::logs::Counters {
+        match &self.metrics {
+            Some(m) => m.log_counters(a),
+            None => {
+                let c = || prometheus::IntCounter::new("unregistered", "-").expect("valid name");
+                (c(), c())
+            }
+        }
+    }
+
     /// `n` inputs from the apps (`ipc`, `notify`, ...) were dropped.
     pub fn input_dropped(&self, input: &str, n: u64) {
         if let Some(m) = &self.metrics {

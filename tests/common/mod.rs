@@ -357,3 +357,65 @@ pub fn start_as_pid1(args: &[&str]) -> (Running, i32) {
     });
     (run, pid)
 }
+
+/// The static procward (`-C target-feature=+crt-static` on the gnu target),
+/// built once per test binary as deploy/docker/Dockerfile builds it, into
+/// `static/` of the target directory in use (so `CARGO_TARGET_DIR` is
+/// honoured).
+pub fn static_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // CARGO_BIN_EXE_procward is TARGET/<profile>/procward.
+        let target = bin()
+            .parent()
+            .and_then(Path::parent)
+            .expect("the binary lies in TARGET/<profile>/")
+            .join("static");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--target", "x86_64-unknown-linux-gnu"])
+            .env(
+                "RUSTFLAGS",
+                "-C target-feature=+crt-static -C relocation-model=static",
+            )
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(root)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "static build failed");
+        target.join("x86_64-unknown-linux-gnu/debug/procward")
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /metrics` from procward's server at `addr`.
+pub fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the series whose line starts with `series` (name and labels).
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

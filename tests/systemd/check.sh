@@ -4,7 +4,9 @@
 # per check and exits non-zero if any failed.
 set -uo pipefail
 FIX=/sandbox/fixtures/ready
-D=/run/t
+# The units leave the apps only their state directory to write to
+# (ProtectSystem=strict): the apps' records go there.
+D=/var/lib/procward/t
 failed=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; failed=$((failed + 1)); }
@@ -33,6 +35,13 @@ PW=/usr/local/bin/procward
 echo "--- the shipped units"
 check "procward.service and procward@.service verify" \
     systemd-analyze verify procward.service procward@web.service
+for unit in procward.service procward@web.service; do
+    # "→ Overall exposure level for procward.service: 2.3 OK 🙂"
+    score=$(systemd-analyze security "$unit" | grep -o 'Overall exposure level for [^:]*: [0-9.]* [A-Z]*')
+    echo "info $score"
+    check "$unit is hardened (exposure below 3)" \
+        awk -v s="${score##*: }" 'BEGIN { exit !(s + 0 < 3) }'
+done
 
 echo "--- procward.service as shipped: /etc/procward/procward.yaml"
 rm -rf "$D"; mkdir -p "$D" /etc/procward
@@ -68,6 +77,7 @@ check "inactive" is ActiveState inactive
 check "the app is gone" bash -c "! kill -0 $app 2>/dev/null"
 
 echo "--- procward@web.service: one process file per instance"
+D=/var/lib/procward/web/t
 rm -rf "$D"; mkdir -p "$D" /etc/procward
 cat > /etc/procward/web.yaml <<YAML
 apps:
@@ -83,6 +93,7 @@ check "StatusText of the instance" \
     bash -c '[[ $(systemctl show -P StatusText procward@web.service) == "web 1/1 ready, 0 restarts" ]]'
 check "systemctl stop procward@web succeeds" systemctl stop procward@web.service
 check "stopped cleanly" bash -c '[[ $(systemctl show -P Result procward@web.service) == success ]]'
+D=/var/lib/procward/t
 
 scenario "never ready, listen_timeout (PM2: ready anyway)" \
     "ExecStart=$PW --wait-ready --listen-timeout 2s -- node $FIX/ipc_app.js $D never"

@@ -21,3 +21,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ include "procward.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{/* Every container: no privilege escalation, no capabilities, read-only root. */}}
+{{- define "procward.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* procward's kill_timeout plus 5 s: Kubernetes' SIGKILL never comes first. */}}
+{{- define "procward.terminationGracePeriodSeconds" -}}
+{{- add .Values.procward.killTimeoutSeconds 5 -}}
+{{- end -}}
