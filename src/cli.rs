@@ -237,6 +237,9 @@ pub struct AppOpts {
     /// LISTEN_FDS (0.0.0.0:3000, [::]:3000, unix:/path); repeatable.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// At this memory a memory restart sends SIGKILL at once [default: 1.5x --max-memory-restart].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory_hard: Option<String>,
     /// Write the app's stdout to FILE (captures the output; /dev/null discards).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<String>,
@@ -296,6 +299,9 @@ pub struct AgentOpts {
     /// Also export the metric names of another tool: pm2.
     #[arg(long, value_name = "TOOL")]
     pub metrics_compat: Option<String>,
+    /// Stop every app and exit once one app is errored [default: the others keep running].
+    #[arg(long)]
+    pub exit_on_error: bool,
 }
 
 /// Parses a `--ready` source.
@@ -423,6 +429,11 @@ impl AppOpts {
                 )
             }),
         );
+        add(
+            "--max-memory-hard",
+            "max_memory_hard",
+            s(&self.max_memory_hard),
+        );
         add("--output", "out_file", s(&self.output));
         add("--error", "error_file", s(&self.error));
         add("--log", "log_file", s(&self.log));
@@ -450,6 +461,7 @@ impl AppOpts {
             ready: app.ready.clone(),
             max_memory_restart: app.max_memory_restart,
             watchdog: app.watchdog,
+            max_memory_hard: app.max_memory_hard,
             logs: app.logs.clone(),
             ..Draft::default()
         };
@@ -470,6 +482,7 @@ impl AppOpts {
         if !d.listen.is_empty() {
             app.listen = d.listen;
         }
+        app.max_memory_hard = d.max_memory_hard;
         app.logs = d.logs;
         if let Some(n) = d.instances {
             app.instances = keys::instances_for(n, cpus());
@@ -506,6 +519,9 @@ impl AgentOpts {
             };
             let def = agent::find(g.key).expect("every agent flag has a definition");
             (def.apply)(agent, &g.value).map_err(|b| refused(&g, b))?;
+        }
+        if self.exit_on_error {
+            agent.exit_on_error = true;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ mod sockets;
 mod spawn;
 mod status;
 mod supervise;
+mod tree;
 
 use std::process::ExitCode;
 
@@ -171,7 +172,7 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
         sup.hold_sockets(listen);
         let h = sup.handles();
         if let Some(interval) = h.sample_interval {
-            tokio::spawn(resources::run(interval, h.roots.clone(), sup.sender()));
+            tokio::spawn(resources::run(interval, h.roots.clone(), sup.samples()));
         }
         if let Some(addr) = metrics_addr {
             match http::Server::bind(addr, &h) {

@@ -21,8 +21,6 @@ use prometheus::{
 
 use crate::config::MetricsCompat;
 use crate::resources::TreeUsage;
-use crate::supervise::policy::Reason;
-use crate::supervise::state::State;
 
 /// Custom metrics (`axm:monitor`) kept per app; further names are dropped
 /// and counted, so an app cannot explode the series count.
@@ -132,20 +130,16 @@ fn int_gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<I
 }
 
 impl Metrics {
-    /// Registers every family for these apps, with the supervisor's restart
-    /// reasons ([`Reason::ALL`]).
-    pub fn new(apps: &[AppLabels], compat: Option<MetricsCompat>) -> Result<Metrics> {
-        Metrics::with_reasons(apps, compat, &Reason::ALL.map(Reason::as_str), true)
-    }
-
-    /// Registers every family for these apps. `reasons` are the restart
-    /// reasons, in the order [`Metrics::restarts`] counts them; with
-    /// `exits_seen`, a zero exit series is made up front for each instance (an
-    /// agent that cannot see exit statuses makes none).
-    pub fn with_reasons(
+    /// Registers every family for these apps; `reasons` and `states` are
+    /// the label values of the restart counters and the state series, in
+    /// the order [`Metrics::restarts`] and [`Metrics::state`] index them.
+    /// With `exits_seen`, a zero exit series is made up front for each
+    /// instance (an agent that cannot see exit statuses makes none).
+    pub fn new(
         apps: &[AppLabels],
         compat: Option<MetricsCompat>,
-        reasons: &[&'static str],
+        reasons: &[&str],
+        states: &[&str],
         exits_seen: bool,
     ) -> Result<Metrics> {
         let r = Registry::new();
@@ -369,7 +363,7 @@ impl Metrics {
                         .collect(),
                     up: up.with_label_values(&labels),
                     ready: ready.with_label_values(&labels),
-                    state: State::NAMES
+                    state: states
                         .iter()
                         .map(|s| state.with_label_values(&[labels[0], labels[1], s]))
                         .collect(),
@@ -438,7 +432,8 @@ impl Metrics {
         )
     }
 
-    /// Sets the instance's state series (`index` into [`State::NAMES`]).
+    /// Sets the instance's state series (`index` into the `states` given
+    /// to [`Metrics::new`]).
     pub fn state(&mut self, a: usize, i: usize, index: usize, up: bool, ready: bool) {
         self.touch();
         let m = &mut self.instances[a][i];
@@ -453,7 +448,8 @@ impl Metrics {
     }
 
     /// Brings the restart counters up to `counts` (indexed like the
-    /// reasons given at registration); the supervisor's counts are the truth.
+    /// `reasons` given to [`Metrics::new`]); the supervisor's counts are the
+    /// truth.
     pub fn restarts(&mut self, a: usize, i: usize, counts: &[u64]) {
         self.touch();
         let m = &self.instances[a][i];
@@ -604,13 +600,16 @@ pub fn sanitize(name: &str) -> String {
 mod tests {
     use super::*;
 
+    const REASONS: [&str; 3] = ["crash", "memory", "reload"];
+    const STATES: [&str; 2] = ["online", "stopped"];
+
     fn one() -> Metrics {
         let apps = [AppLabels {
             name: "web".into(),
             instances: 2,
             memory_limit: Some(100),
         }];
-        Metrics::new(&apps, Some(MetricsCompat::Pm2)).unwrap()
+        Metrics::new(&apps, Some(MetricsCompat::Pm2), &REASONS, &STATES, true).unwrap()
     }
 
     fn text(m: &Metrics) -> String {
@@ -646,8 +645,8 @@ mod tests {
     #[test]
     fn restart_counters_follow_the_supervisor() {
         let mut m = one();
-        let mut counts = [0u64; Reason::ALL.len()];
-        counts[Reason::Memory.index()] = 2;
+        let mut counts = [0u64; REASONS.len()];
+        counts[1] = 2;
         m.restarts(0, 1, &counts);
         m.restarts(0, 1, &counts);
         let t = text(&m);

@@ -82,6 +82,7 @@ impl Out {
     fn open() -> Out {
         // SAFETY: fstat(2) on fd 2 into a zeroed struct it fills.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         if unsafe { libc::fstat(2, &mut st) } != 0 {
             return Out::with(Via::Nowhere);
         }
@@ -189,6 +190,7 @@ fn reopen() -> Option<OwnedFd> {
             libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY,
         )
     };
+    // SAFETY: a descriptor open(2) just returned, owned by nobody else.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

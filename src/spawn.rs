@@ -76,6 +76,17 @@ pub struct SpawnError {
 }
 
 impl SpawnError {
+    /// Whether it failed for want of a resource that may come back (too
+    /// many open files in procward or the system, no memory, the process
+    /// limit): retried with the restart backoff. Only the command itself
+    /// being missing or not executable is permanent (127, 126).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.error.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+        )
+    }
+
     /// The exit status a shell would give (127 not found, 126 not executable).
     pub fn shell_code(&self) -> i32 {
         match self.error.raw_os_error() {
@@ -114,11 +125,46 @@ pub fn spawn(req: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
     // copy-on-write, which is most of the cost of fork for a process of
     // procward's size. This is how glibc's posix_spawn works; posix_spawn
     // itself cannot set PR_SET_PDEATHSIG.
+    #[cfg(debug_assertions)]
+    if let Some(broken) = envelope_violation() {
+        panic!("the clone spawn's safety envelope is broken: {broken}");
+    }
     // Left uninitialized: zeroing it would fault in every page of it.
     let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
-    // SAFETY: the stack is ours and outlives the child's use of it (the
-    // parent is suspended until exec or exit); `child_main` only reads the
-    // plan and writes its `error` slot.
+    // SAFETY: the envelope of clone(CLONE_VM | CLONE_VFORK). The child runs
+    // in procward's memory on `stack` until execve or _exit, while the
+    // calling thread is suspended. It is sound because every one of these
+    // holds:
+    // 1. No signal handler is ever installed in procward
+    //    (`init::signals::block_all` resets every disposition to the
+    //    default, Rust's SIGSEGV/SIGBUS stack-overflow handlers included).
+    //    A handler run in the child would run procward's code on the
+    //    child's stack against memory shared with procward.
+    // 2. Every signal but the kernel's own (SIGSEGV, SIGBUS, ...: default
+    //    action, they kill the child) is blocked in the calling thread,
+    //    and the child inherits that mask until `child_setup` has reset
+    //    every disposition to the default, only then unblocking them.
+    //    Threads made later (tokio's, a log writer's) inherit the mask.
+    //    Checked in debug builds by [`envelope_violation`], so every
+    //    integration test that spawns checks it.
+    // 3. The child allocates nothing, takes no lock, logs nothing and
+    //    cannot panic: another thread may hold the allocator's lock, and
+    //    the parent's heap is shared. Everything it reads is prepared in
+    //    `plan` before the clone; `child_main` only reads the plan, makes
+    //    system calls and writes `plan.error`.
+    // 4. errno and thread-local storage are shared with the suspended
+    //    calling thread (no CLONE_SETTLS): the child's errno writes land in
+    //    the parent's; the parent reads the outcome from `plan.error`, and
+    //    reads errno only when clone itself failed (no child ran).
+    // 5. The stack is CHILD_STACK bytes of this Vec with no guard page
+    //    below it: an overflow would write into procward's heap. The
+    //    child's frames are small (no buffers on the stack) and execve
+    //    needs little; the stack is freed only after the child has exec'd
+    //    or exited (CLONE_VFORK), so it outlives every use.
+    // 6. `child_setup` resets signal state with raw rt_sigaction and
+    //    rt_sigprocmask calls whose set size is the kernel's 8 bytes
+    //    (64 signals, SIGRTMAX <= 64 on every Linux architecture procward
+    //    builds for; asserted in the tests).
     let pid = unsafe {
         // One past the end of the allocation; glibc's clone aligns it.
         let top = stack.as_mut_ptr().add(CHILD_STACK) as *mut libc::c_void;
@@ -317,8 +363,10 @@ fn candidates(program: &[u8], path: &[u8]) -> Vec<Vec<u8>> {
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the plan, alive while the parent is suspended.
     let plan = unsafe { &*(arg as *const ChildPlan) };
+    // SAFETY: we are the child of `spawn`'s clone, inside its envelope.
     let errno = unsafe { child_setup(plan) }
         .err()
+        // SAFETY: as above.
         .unwrap_or_else(|| unsafe { exec(plan) });
     plan.error.store(errno.max(1), Ordering::Release);
     // SAFETY: leave without running any of procward's exit handlers.
@@ -328,55 +376,71 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// Runs in the child: process group, parent-death signal, descriptors,
 /// working directory, user and group, then clean signal state.
+///
+/// # Safety
+/// Only in the child of `spawn`'s clone, before exec.
 unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     let check = |rc: libc::c_long| if rc < 0 { Err(errno()) } else { Ok(()) };
-    check(libc::setpgid(0, 0) as libc::c_long)?;
+    // SAFETY: setpgid(2) and prctl(2) with integer arguments.
+    check(unsafe { libc::setpgid(0, 0) } as libc::c_long)?;
     if plan.terminal {
         // Every signal is still blocked here, SIGTTOU included, which lets
         // a background group take the foreground (tcsetpgrp(3)). A failure
         // (the terminal is gone: ENOTTY, ENXIO, which tini also lets pass)
         // leaves the foreground where it is; the app runs all the same.
-        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+        // SAFETY: tcsetpgrp(3) and getpid(2) with integers.
+        unsafe { libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid()) };
     }
-    libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0,
-        0,
-        0,
-    );
+    // SAFETY: as above.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     // procward died before prctl: the signal will never come.
-    if libc::getppid() != plan.parent {
-        libc::syscall(libc::SYS_exit, exit::SETUP);
+    // SAFETY: getppid(2) and exit(2) take and give integers only.
+    if unsafe { libc::getppid() } != plan.parent {
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_exit, exit::SETUP) };
     }
-    move_fds(&plan.fds[..plan.nfds]).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    // SAFETY: the descriptors are ours, prepared by the parent.
+    unsafe { move_fds(&plan.fds[..plan.nfds]) }
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     if let Some(cell) = &plan.listen_pid {
         // The raw system call: the child's own pid, not a cached one.
         // SAFETY: the buffer is the plan's, in an UnsafeCell; the parent is
         // suspended (CLONE_VFORK) and nothing else reads it until execve,
         // which reads it through `envp_ptrs`. write_pid only stores bytes.
-        write_pid(&mut *cell.get(), libc::syscall(libc::SYS_getpid) as u64);
+        write_pid(
+            unsafe { &mut *cell.get() },
+            unsafe { libc::syscall(libc::SYS_getpid) } as u64,
+        );
     }
     if let Some(dir) = &plan.cwd {
-        check(libc::chdir(dir.as_ptr()) as libc::c_long)?;
+        // SAFETY: a NUL-terminated path owned by the plan.
+        check(unsafe { libc::chdir(dir.as_ptr()) } as libc::c_long)?;
     }
+    // Raw setgroups(2), setgid(2) and setuid(2), because glibc's wrappers
+    // would signal every thread of the process, which here are procward's.
+    let no_groups = || {
+        // SAFETY: setgroups(2) with an empty list.
+        unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) }
+    };
     if let Some(gid) = plan.gid {
-        check(libc::syscall(
-            libc::SYS_setgroups,
-            0,
-            std::ptr::null::<libc::gid_t>(),
-        ))?;
-        check(libc::syscall(libc::SYS_setgid, gid))?;
+        check(no_groups())?;
+        // SAFETY: setgid(2) with an integer.
+        check(unsafe { libc::syscall(libc::SYS_setgid, gid) })?;
     }
     if let Some(uid) = plan.uid {
         if plan.gid.is_none() {
-            check(libc::syscall(
-                libc::SYS_setgroups,
-                0,
-                std::ptr::null::<libc::gid_t>(),
-            ))?;
+            check(no_groups())?;
         }
-        check(libc::syscall(libc::SYS_setuid, uid))?;
+        // SAFETY: setuid(2) with an integer.
+        check(unsafe { libc::syscall(libc::SYS_setuid, uid) })?;
     }
     // The raw system call, because glibc's signal() refuses 32 and 33
     // (its own SIGCANCEL and SIGSETXID), which a parent may have left
@@ -385,36 +449,50 @@ unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     let dfl = [0u64; 4];
     for signo in 1..=libc::SIGRTMAX() {
         if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-            libc::syscall(
-                libc::SYS_rt_sigaction,
-                signo,
-                dfl.as_ptr(),
-                std::ptr::null_mut::<u64>(),
-                8,
-            );
+            // SAFETY: a valid kernel sigaction (all zeros) and an 8-byte
+            // signal set (the envelope's item 6).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signo,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8,
+                )
+            };
         }
     }
     let empty = [0u64; 1];
-    libc::syscall(
-        libc::SYS_rt_sigprocmask,
-        libc::SIG_SETMASK,
-        empty.as_ptr(),
-        std::ptr::null_mut::<u64>(),
-        8,
-    );
+    // SAFETY: an empty 8-byte signal set, as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            empty.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            8,
+        )
+    };
     Ok(())
 }
 
 /// Tries each candidate as execvp(3) does; returns the errno to report
 /// (EACCES if any candidate was found but not executable, else the last).
+///
+/// # Safety
+/// Only in the child of `spawn`'s clone.
 unsafe fn exec(plan: &ChildPlan) -> i32 {
     let mut result = libc::ENOENT;
     for path in &plan.candidates {
-        libc::execve(
-            path.as_ptr(),
-            plan.argv_ptrs.as_ptr(),
-            plan.envp_ptrs.as_ptr(),
-        );
+        // SAFETY: NUL-terminated path, and NULL-terminated argv and envp
+        // arrays of strings the plan owns.
+        unsafe {
+            libc::execve(
+                path.as_ptr(),
+                plan.argv_ptrs.as_ptr(),
+                plan.envp_ptrs.as_ptr(),
+            )
+        };
         match errno() {
             libc::ENOENT | libc::ENOTDIR => {}
             libc::EACCES => result = libc::EACCES,
@@ -433,39 +511,59 @@ fn errno() -> i32 {
 /// Moves each (source, target) descriptor into place without clobbering a
 /// source that is another pair's target: first every source is duplicated
 /// above all targets, then onto its target (dup2 clears FD_CLOEXEC).
+///
+/// # Safety
+/// Only in the child of `spawn`'s clone: it overwrites descriptor numbers.
 unsafe fn move_fds(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
     let mut high = [-1; MAX_EXTRA_FDS];
     let floor = fds.iter().map(|&(_, t)| t).max().unwrap_or(0) + 1;
     for (i, &(src, _)) in fds.iter().enumerate() {
-        let fd = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor);
+        // SAFETY: fcntl(2) with integers.
+        let fd = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, floor) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         high[i] = fd;
     }
     for (i, &(_, target)) in fds.iter().enumerate() {
-        if libc::dup2(high[i], target) < 0 {
+        // SAFETY: dup2(2) with integers.
+        if unsafe { libc::dup2(high[i], target) } < 0 {
             return Err(io::Error::last_os_error());
         }
     }
     Ok(())
 }
 
-/// Sends `signo` to the process group `pgid`. A group already gone (ESRCH)
-/// is not an error: the exit is on its way to the reaper.
-pub fn signal_group(pgid: i32, signo: i32) -> io::Result<()> {
-    crate::init::terminal::sending(pgid, signo);
-    // SAFETY: kill(2) with integer arguments.
-    let rc = unsafe { libc::kill(-pgid, signo) };
-    if rc == 0 {
-        return Ok(());
+/// What breaks the clone spawn's safety envelope (its items 1 and 2) in
+/// the calling thread, if anything: a signal other than the kernel's own
+/// that is not blocked, or a signal with a handler installed.
+pub fn envelope_violation() -> Option<String> {
+    use crate::init::signals::KERNEL_SIGNALS;
+    let kernel = |signo: i32| KERNEL_SIGNALS.iter().any(|s| *s as i32 == signo);
+    // SAFETY: an all-zero sigset_t is a valid value to be filled in.
+    let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: reads the calling thread's mask into `mask`.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask) };
+    // glibc keeps 32 and 33 for itself: never blocked, never handled by us.
+    let signals = (1..libc::SIGRTMAX() + 1).filter(|&s| {
+        s != libc::SIGKILL && s != libc::SIGSTOP && !(32..libc::SIGRTMIN()).contains(&s)
+    });
+    for signo in signals {
+        // SAFETY: reads one signal's membership of a valid set.
+        if !kernel(signo) && unsafe { libc::sigismember(&mask, signo) } != 1 {
+            return Some(format!(
+                "signal {signo} is not blocked in the spawning thread"
+            ));
+        }
+        // SAFETY: as above, for a sigaction read back by the kernel.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: reads the disposition of `signo` into `act`.
+        unsafe { libc::sigaction(signo, std::ptr::null(), &mut act) };
+        if act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN {
+            return Some(format!("signal {signo} has a handler installed"));
+        }
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    None
 }
 
 /// Convenience for building the environment list.
@@ -491,6 +589,69 @@ mod tests {
             std::ffi::CStr::from_bytes_until_nul(&buf).unwrap(),
             c"LISTEN_PID=7"
         );
+    }
+
+    #[test]
+    fn the_raw_signal_calls_fit_the_kernels_eight_byte_set() {
+        assert!(libc::SIGRTMAX() <= 64);
+    }
+
+    #[test]
+    fn the_envelope_check_sees_an_unblocked_signal_and_an_installed_handler() {
+        // In a fresh thread: its mask is the test harness's, nothing blocked.
+        let found = std::thread::spawn(envelope_violation).join().unwrap();
+        assert!(found.is_some_and(|f| f.contains("not blocked")));
+        let found = std::thread::spawn(|| {
+            extern "C" fn nothing(_: libc::c_int) {}
+            let mut all = nix::sys::signal::SigSet::all();
+            for s in crate::init::signals::KERNEL_SIGNALS {
+                all.remove(s);
+            }
+            all.thread_block().unwrap();
+            let handler = nix::sys::signal::SigAction::new(
+                nix::sys::signal::SigHandler::Handler(nothing),
+                nix::sys::signal::SaFlags::empty(),
+                nix::sys::signal::SigSet::empty(),
+            );
+            // SAFETY: a handler that does nothing, for a signal nobody sends
+            // in this test binary, put back to the default below.
+            let old =
+                unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGUSR2, &handler) }
+                    .unwrap();
+            let found = envelope_violation();
+            // SAFETY: restores the previous disposition.
+            unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGUSR2, &old) }
+                .unwrap();
+            found
+        })
+        .join()
+        .unwrap();
+        // The harness's own SIGSEGV handler (stack overflow) may be found
+        // first; either is a handler.
+        assert!(
+            found.is_some_and(|f| f.contains("handler")),
+            "a handler must be seen"
+        );
+    }
+
+    #[test]
+    fn only_missing_or_unexecutable_commands_are_permanent_spawn_failures() {
+        let e = |errno| SpawnError {
+            program: "app".into(),
+            error: io::Error::from_raw_os_error(errno),
+        };
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            assert!(e(errno).is_transient(), "{errno}");
+        }
+        for (errno, code) in [
+            (libc::ENOENT, 127),
+            (libc::ENOTDIR, 127),
+            (libc::EACCES, 126),
+            (libc::ENOEXEC, 126),
+        ] {
+            assert!(!e(errno).is_transient(), "{errno}");
+            assert_eq!(e(errno).shell_code(), code);
+        }
     }
 
     #[test]

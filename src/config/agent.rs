@@ -64,6 +64,9 @@ pub struct AgentSettings {
     pub metrics_compat: Option<MetricsCompat>,
     /// Path of the control socket.
     pub control_socket: Option<PathBuf>,
+    /// Stop every app and exit once one app is errored; by default the
+    /// others keep running (as PM2 does).
+    pub exit_on_error: bool,
     /// pm2-logrotate's settings for the apps' log files; shown only when
     /// set.
     #[serde(skip_serializing_if = "super::logs::RotateDefaults::is_default")]
@@ -80,6 +83,7 @@ impl Default for AgentSettings {
             sample_interval: Duration::from_secs(1),
             metrics_compat: None,
             control_socket: None,
+            exit_on_error: false,
             log_rotate: super::logs::RotateDefaults::default(),
         }
     }
@@ -123,6 +127,10 @@ pub const AGENT_KEYS: &[AgentKey] = &[
     AgentKey {
         name: "control_socket",
         apply: control_socket,
+    },
+    AgentKey {
+        name: "exit_on_error",
+        apply: exit_on_error,
     },
     // pm2-logrotate's settings, by its names, for every app's log files.
     AgentKey {
@@ -270,6 +278,16 @@ fn control_socket(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
             Ok(())
         }
         _ => Err(expected("`control_socket` to be a path".into())),
+    }
+}
+
+fn exit_on_error(a: &mut AgentSettings, v: &Node) -> Result<(), Bad> {
+    match v.value {
+        Value::Bool(b) => {
+            a.exit_on_error = b;
+            Ok(())
+        }
+        _ => Err(expected("`exit_on_error` to be true or false".into())),
     }
 }
 

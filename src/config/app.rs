@@ -48,6 +48,9 @@ pub struct AppSpec {
     pub ready: ReadySpec,
     /// PM2 `max_memory_restart`: restart when the tree's RSS exceeds it.
     pub max_memory_restart: Option<u64>,
+    /// procward's `max_memory_hard`: at this memory a memory restart sends
+    /// SIGKILL at once; [`AppSpec::memory_hard_limit`] gives the default.
+    pub max_memory_hard: Option<u64>,
     /// Restart the instance when its own sd_notify `WATCHDOG=1` pings stop
     /// for this long.
     #[serde(with = "opt_ms")]
@@ -218,10 +221,22 @@ impl AppSpec {
             stop: StopPolicy::default(),
             ready: ReadySpec::default(),
             max_memory_restart: None,
+            max_memory_hard: None,
             watchdog: None,
             instance_var: Some(PM2_INSTANCE_VAR.into()),
             logs: super::logs::LogSpec::default(),
         }
+    }
+
+    /// The memory at which a memory restart escalates to SIGKILL at once:
+    /// `max_memory_hard`, else 1.5 times `max_memory_restart`.
+    pub fn memory_hard_limit(&self) -> Option<u64> {
+        let soft = self.max_memory_restart?;
+        Some(
+            self.max_memory_hard
+                .unwrap_or(soft.saturating_add(soft / 2))
+                .max(soft),
+        )
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Draft {
     pub max_memory_restart: Option<u64>,
     /// procward's `watchdog`.
     pub watchdog: Option<Duration>,
+    /// procward's `max_memory_hard` in bytes.
+    pub max_memory_hard: Option<u64>,
     /// `port`, set as `PORT` in the environment.
     pub port: Option<String>,
     /// `instance_var`.
@@ -139,6 +141,7 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "kill_signal", aliases: &[], doc: "Signal that asks the app to stop.", default: "SIGINT", pm2: "PM2's PM2_KILL_SIGNAL variable", handling: Handling::Procward, apply: Some(kill_signal) },
     KeyDef { name: "ready", aliases: &[], doc: "Readiness source: started, ipc, notify, tcp:PORT or http://HOST:PORT/PATH.", default: "started (ipc with wait_ready)", pm2: "-", handling: Handling::Procward, apply: Some(ready) },
     KeyDef { name: "strict_ready", aliases: &[], doc: "Hitting listen_timeout is a failed start.", default: "false", pm2: "-", handling: Handling::Procward, apply: Some(strict_ready) },
+    KeyDef { name: "max_memory_hard", aliases: &[], doc: "At this memory a memory restart sends SIGKILL at once instead of waiting for kill_timeout.", default: "1.5x max_memory_restart", pm2: "-", handling: Handling::Procward, apply: Some(max_memory_hard) },
     KeyDef { name: "watchdog", aliases: &[], doc: "Restart when the app's own sd_notify WATCHDOG=1 pings stop this long.", default: "off", pm2: "-", handling: Handling::Procward, apply: Some(watchdog) },
     KeyDef { name: "listen", aliases: &[], doc: "Sockets procward binds once and passes to every instance with LISTEN_FDS: `0.0.0.0:3000`, `[::]:3000`, `unix:/path`, or a list.", default: "none", pm2: "-", handling: Handling::Procward, apply: Some(listen) },
     KeyDef { name: "watch", aliases: &[], doc: "Restart on file changes.", default: "false", pm2: "schema.json `watch`", handling: Handling::Ignored(WATCH), apply: None },
@@ -476,6 +479,21 @@ fn max_memory_restart(d: &mut Draft, v: &Node) -> Result<(), Bad> {
             d.max_memory_restart = None;
             return Ok(());
         }
+        Value::Num(n) if n.is_finite() && *n >= 1.0 => *n as u64,
+        Value::Str(s) => parse_size(s).map_err(|_| expected())?,
+        _ => return Err(expected()),
+    });
+    Ok(())
+}
+
+fn max_memory_hard(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    let expected = || {
+        bad(
+            "`max_memory_hard` to be bytes or a size with K, M or G (750M, 1G)",
+            None,
+        )
+    };
+    d.max_memory_hard = Some(match &v.value {
         Value::Num(n) if n.is_finite() && *n >= 1.0 => *n as u64,
         Value::Str(s) => parse_size(s).map_err(|_| expected())?,
         _ => return Err(expected()),

@@ -802,6 +802,7 @@ impl Validator {
         app.ready = d.ready.clone();
         app.max_memory_restart = d.max_memory_restart;
         app.watchdog = d.watchdog;
+        app.max_memory_hard = d.max_memory_hard;
         app.logs = d.logs.clone();
         if let Some(var) = &d.instance_var {
             app.instance_var = Some(var.clone());

@@ -103,12 +103,15 @@ unsafe fn convert(ev: &unsafe_libyaml::yaml_event_t) -> Event {
             None
         } else {
             Some(
+                // SAFETY: a non-null string of the event, NUL-terminated by libyaml.
                 unsafe { CStr::from_ptr(ptr.cast()) }
                     .to_string_lossy()
                     .into_owned(),
             )
         }
     };
+    // SAFETY: the union field read is the one `type_` names, and scalar
+    // values are `length` bytes long (libyaml's yaml_event_t).
     unsafe {
         match ev.type_ {
             unsafe_libyaml::YAML_SCALAR_EVENT => {
@@ -143,11 +146,13 @@ unsafe fn parse_error(p: &unsafe_libyaml::yaml_parser_t) -> SyntaxError {
     let problem = if p.problem.is_null() {
         "invalid YAML".to_string()
     } else {
+        // SAFETY: non-null, a static NUL-terminated string of libyaml.
         unsafe { CStr::from_ptr(p.problem) }
             .to_string_lossy()
             .into_owned()
     };
     let context = (!p.context.is_null()).then(|| {
+        // SAFETY: as above.
         unsafe { CStr::from_ptr(p.context) }
             .to_string_lossy()
             .into_owned()

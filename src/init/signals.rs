@@ -144,3 +144,76 @@ pub fn name(signo: i32) -> String {
         Err(_) => format!("signal {signo}"),
     }
 }
+
+/// What a received signal means to the supervisor, decided here so that
+/// the supervisor never matches signal numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meaning {
+    /// A child changed state: reap.
+    Child,
+    /// Stop every app with this signal (SIGTERM, SIGINT, SIGQUIT).
+    Shutdown(i32),
+    /// Reload every app (SIGHUP, unless told to forward it).
+    Reload,
+    /// Reopen the apps' log files (SIGUSR2, as PM2's `reloadLogs`).
+    ReopenLogs,
+    /// Pass it on to every app's process group.
+    Forward(i32),
+    /// A signal procward raised itself (SIGPIPE on its own write): not the
+    /// apps' business.
+    Own,
+}
+
+impl Received {
+    /// What this signal means, given whether SIGHUP reloads and procward's
+    /// own pid.
+    pub fn meaning(&self, sighup_reloads: bool, self_pid: i32) -> Meaning {
+        if self.signo == libc::SIGCHLD {
+            return Meaning::Child;
+        }
+        if self.sender == self_pid {
+            return Meaning::Own;
+        }
+        match Signal::try_from(self.signo) {
+            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => Meaning::Shutdown(self.signo),
+            Ok(Signal::SIGHUP) if sighup_reloads => Meaning::Reload,
+            Ok(Signal::SIGUSR2) => Meaning::ReopenLogs,
+            _ => Meaning::Forward(self.signo),
+        }
+    }
+}
+
+/// Whether a second `signo` while stopping escalates to SIGKILL, as a
+/// double Ctrl-C does for container users.
+pub fn escalates(signo: i32) -> bool {
+    signo == libc::SIGTERM || signo == libc::SIGINT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(signo: i32, sender: i32) -> Received {
+        Received { signo, sender }
+    }
+
+    #[test]
+    fn signals_become_meanings() {
+        assert_eq!(got(libc::SIGCHLD, 0).meaning(true, 1), Meaning::Child);
+        assert_eq!(
+            got(libc::SIGTERM, 7).meaning(true, 1),
+            Meaning::Shutdown(libc::SIGTERM)
+        );
+        assert_eq!(got(libc::SIGHUP, 7).meaning(true, 1), Meaning::Reload);
+        assert_eq!(
+            got(libc::SIGHUP, 7).meaning(false, 1),
+            Meaning::Forward(libc::SIGHUP)
+        );
+        assert_eq!(
+            got(libc::SIGUSR1, 7).meaning(true, 1),
+            Meaning::Forward(libc::SIGUSR1)
+        );
+        assert_eq!(got(libc::SIGPIPE, 1).meaning(true, 1), Meaning::Own);
+        assert!(escalates(libc::SIGINT) && !escalates(libc::SIGQUIT));
+    }
+}

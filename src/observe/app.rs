@@ -26,9 +26,9 @@ use super::find::{self, Matcher, Proc};
 use super::{ObservedSpec, REASONS};
 use crate::config::ReadySource;
 use crate::metrics::Metrics;
+use crate::ready::Report;
 use crate::resources::procfs::{ProcScan, TreeUsage};
 use crate::status::{AppStatus, InstanceStatus, Monit};
-use crate::supervise::message::Message;
 use crate::supervise::state::State;
 
 /// Index of `external` in [`REASONS`].
@@ -165,7 +165,7 @@ impl Watched {
     }
 
     /// Takes the trees found in /proc (main first).
-    pub fn found(&mut self, trees: Vec<Proc>, now: Instant, tx: &mpsc::Sender<Message>) {
+    pub fn found(&mut self, trees: Vec<Proc>, now: Instant, tx: &mpsc::Sender<Report>) {
         if self.main().is_some() {
             // AllTrees: the main process stays, the other trees follow /proc.
             let main = self.main();

@@ -43,9 +43,9 @@ use crate::config::{AgentSettings, LogFormat, MetricsCompat, ReadySource};
 use crate::exit;
 use crate::init::signals;
 use crate::metrics::{AppLabels, Metrics};
+use crate::ready::Report;
 use crate::resources::procfs::ProcScan;
 use crate::status::{Handles, Heartbeat, Status};
-use crate::supervise::message::Message;
 
 use app::Watched;
 use find::Matcher;
@@ -222,8 +222,8 @@ struct Observer {
     heartbeat: Arc<Heartbeat>,
     interval: Duration,
     scan: ProcScan,
-    tx: mpsc::Sender<Message>,
-    rx: mpsc::Receiver<Message>,
+    tx: mpsc::Sender<Report>,
+    rx: mpsc::Receiver<Report>,
     own: i32,
     passes: u64,
     /// Whether the warning that nothing can be matched was given.
@@ -241,11 +241,15 @@ impl Observer {
                     memory_limit: s.max_memory_restart,
                 })
                 .collect();
-            Metrics::with_reasons(&labels, agent.metrics_compat, &REASONS, false)
-                .map_err(
-                    |e| tracing::error!(error = %e, "cannot register metrics; /metrics is empty"),
-                )
-                .ok()
+            Metrics::new(
+                &labels,
+                agent.metrics_compat,
+                &REASONS,
+                &crate::supervise::state::State::NAMES,
+                false,
+            )
+            .map_err(|e| tracing::error!(error = %e, "cannot register metrics; /metrics is empty"))
+            .ok()
         });
         let (tx, rx) = mpsc::channel(64);
         Observer {
@@ -359,8 +363,12 @@ impl Observer {
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
-        if let Message::Ready { pid } = msg {
+    fn on_message(&mut self, msg: Report) {
+        if let Report {
+            pid,
+            event: crate::ready::Event::Ready,
+        } = msg
+        {
             let now = Instant::now();
             for (k, a) in self.apps.iter_mut().enumerate() {
                 if a.ready(pid, now) {

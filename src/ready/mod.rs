@@ -1,5 +1,6 @@
 //! Readiness sources: how an app tells procward it is ready (and a little
-//! more), turned into typed [`Message`]s for the supervisor.
+//! more), turned into typed [`Report`]s for the supervisor, sent through
+//! the sender it hands out. Nothing here knows the supervisor's own types.
 //!
 //! Started is not ready (s6's rule). One file per source, each reading bytes
 //! from one process and sending messages; none touches supervisor state:
@@ -30,16 +31,37 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AppSpec, ExecMode, ReadySource};
 use crate::spawn;
-use crate::supervise::message::Message;
 
 /// The first descriptor number after stdio: sd_listen_fds(3) and Node's
 /// `child_process.fork` (`stdio: [0, 1, 2, 'ipc']`) both start here.
 pub const FIRST_FD: RawFd = 3;
 
-/// Something an app said, other than "ready" and `axm:monitor` metrics
-/// (those are [`Message::Ready`] and [`Message::AppMetric`]).
+/// What one process said, for the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The process. A report that arrives after it has gone (a late
+    /// readiness line, say) is ignored.
+    pub pid: i32,
+    /// What it said.
+    pub event: Event,
+}
+
+/// Something an app said (or its probe found).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// It is ready: `process.send('ready')`, `READY=1`, or its probe
+    /// succeeded.
+    Ready,
+    /// A custom metric (`@pm2/io` `axm:monitor`).
+    Metric {
+        /// The metric's name as the app gave it (not yet sanitized).
+        name: String,
+        /// Its value.
+        value: f64,
+    },
+    /// A Node cluster message from a worker ([`cluster`] describes the
+    /// protocol).
+    Cluster(cluster::Request),
     /// sd_notify `STATUS=`: a free-form status line.
     Status(String),
     /// sd_notify `WATCHDOG=1`: the app is alive.
@@ -131,7 +153,7 @@ impl Dropped {
 
 /// Sends a message, waiting when the inbox is full; false once the
 /// supervisor is gone.
-async fn deliver(tx: &mpsc::Sender<Message>, msg: Message) -> bool {
+async fn deliver(tx: &mpsc::Sender<Report>, msg: Report) -> bool {
     tx.send(msg).await.is_ok()
 }
 
@@ -234,7 +256,7 @@ impl Prepared {
 
     /// Starts reading from process `pid`, which now holds its ends; the
     /// result must live as long as the process.
-    pub fn start(self, pid: i32, tx: &mpsc::Sender<Message>) -> Channels {
+    pub fn start(self, pid: i32, tx: &mpsc::Sender<Report>) -> Channels {
         let mut tasks = Vec::new();
         let mut ipc_writer = None;
         if let Some((child_end, ours)) = self.ipc {

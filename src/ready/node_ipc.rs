@@ -18,7 +18,7 @@
 //!   closes any descriptor passed to us) and acknowledge.
 //! - `NODE_CLUSTER` messages (a worker's `online`, `queryServer`,
 //!   `listening`, `close`) are handed to the supervisor as
-//!   [`Message::Cluster`]; [`super::cluster`] describes the protocol.
+//!   [`Event::Cluster`]; [`super::cluster`] describes the protocol.
 //! - `lib/child_process.js` `_forkChild`: the child `unref`s the channel and
 //!   refs it only while a `'message'`/`'disconnect'` listener exists, so an
 //!   app that never listens still exits on its own.
@@ -37,7 +37,7 @@
 //! - `"ready"`: the app is ready (PM2 `wait_ready`);
 //! - `{"type":"process:msg","data":...}`: handed to the supervisor;
 //! - `{"type":"axm:monitor","data":{NAME:{"value":N,...},...}}`: each
-//!   numeric value becomes a [`Message::AppMetric`];
+//!   numeric value becomes a [`Event::Metric`];
 //! - other `axm:*` types: handed over by type;
 //! - anything else that is JSON: ignored.
 //!
@@ -58,8 +58,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, trace};
 
-use super::{cluster, deliver, Dropped, Event, Input, FIRST_FD};
-use crate::supervise::message::Message;
+use super::{cluster, deliver, Dropped, Event, Input, Report, FIRST_FD};
 
 /// The longest line kept (1 MiB): `@pm2/io` metric batches are a few KiB.
 pub const MAX_LINE: usize = 1 << 20;
@@ -124,13 +123,13 @@ pub struct Channel;
 
 impl Channel {
     /// Starts reading `ours` for process `pid`; `"ready"` becomes
-    /// [`Message::Ready`] when `forward_ready` (the app's readiness source is
+    /// [`Event::Ready`] when `forward_ready` (the app's readiness source is
     /// this channel).
     pub fn start(
         ours: UnixStream,
         pid: i32,
         forward_ready: bool,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<Report>,
     ) -> io::Result<(Writer, JoinHandle<()>)> {
         ours.set_nonblocking(true)?;
         let writer = Writer(ours.try_clone()?);
@@ -146,7 +145,7 @@ async fn read_loop(
     mut stream: tokio::net::UnixStream,
     pid: i32,
     forward_ready: bool,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Report>,
 ) {
     let mut lines = Lines::default();
     let mut chunk = vec![0u8; CHUNK];
@@ -165,22 +164,25 @@ async fn read_loop(
         lines.feed(&chunk[..n], |line| match line {
             Err(_) => too_long += 1,
             Ok(bytes) => match parse(bytes) {
-                Line::Ready if forward_ready => out.push(Message::Ready { pid }),
+                Line::Ready if forward_ready => out.push(Report {
+                    pid,
+                    event: Event::Ready,
+                }),
                 Line::Ready => debug!(
                     pid,
                     "\"ready\" on the IPC channel ignored: readiness comes from elsewhere"
                 ),
-                Line::Cluster(request) => out.push(Message::Cluster { pid, request }),
+                Line::Cluster(request) => out.push(Report {
+                    pid,
+                    event: Event::Cluster(request),
+                }),
                 Line::Internal(cmd) if cmd == "NODE_HANDLE" => acks += 1,
                 Line::Internal(cmd) => trace!(pid, cmd, "Node internal message ignored"),
-                Line::Metrics(m) => {
-                    out.extend(m.into_iter().map(|(name, value)| Message::AppMetric {
-                        pid,
-                        name,
-                        value,
-                    }))
-                }
-                Line::Event(event) => out.push(Message::App { pid, event }),
+                Line::Metrics(m) => out.extend(m.into_iter().map(|(name, value)| Report {
+                    pid,
+                    event: Event::Metric { name, value },
+                })),
+                Line::Event(event) => out.push(Report { pid, event }),
                 Line::Other => trace!(pid, "IPC message ignored"),
                 Line::Garbage => garbage += 1,
             },
@@ -196,7 +198,7 @@ async fn read_loop(
         }
         for (reason, count) in [(Dropped::Garbage, garbage), (Dropped::TooLong, too_long)] {
             if count > 0 {
-                out.push(Message::App {
+                out.push(Report {
                     pid,
                     event: Event::Dropped {
                         input: Input::Ipc,

@@ -1,7 +1,7 @@
 //! Probes for apps that signal nothing: `tcp:PORT` is ready once a connect
 //! to 127.0.0.1:PORT succeeds, `http://HOST:PORT/PATH` once a GET answers
 //! 2xx. Polled every [`INTERVAL`] until the first success, which becomes
-//! [`Message::Ready`]; listen_timeout bounds the wait, as for other sources.
+//! [`Event::Ready`]; listen_timeout bounds the wait, as for other sources.
 //!
 //! The HTTP check is a minimal HTTP/1.0 request (RFC 1945): one request,
 //! `Connection: close`, and only the status line of the answer is read.
@@ -13,9 +13,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::deliver;
+use super::{deliver, Event, Report};
 use crate::config::ReadySource;
-use crate::supervise::message::Message;
 
 /// Time between two attempts.
 pub const INTERVAL: Duration = Duration::from_millis(100);
@@ -24,7 +23,7 @@ pub const INTERVAL: Duration = Duration::from_millis(100);
 const ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Polls `source` until it answers, then reports process `pid` ready.
-pub async fn run(source: ReadySource, pid: i32, tx: mpsc::Sender<Message>) {
+pub async fn run(source: ReadySource, pid: i32, tx: mpsc::Sender<Report>) {
     let target = match &source {
         ReadySource::Tcp(port) => Target::Tcp(format!("127.0.0.1:{port}")),
         ReadySource::Http(url) => match Url::parse(url) {
@@ -42,7 +41,14 @@ pub async fn run(source: ReadySource, pid: i32, tx: mpsc::Sender<Message>) {
     };
     loop {
         if matches!(timeout(ATTEMPT, target.check()).await, Ok(true)) {
-            deliver(&tx, Message::Ready { pid }).await;
+            deliver(
+                &tx,
+                Report {
+                    pid,
+                    event: Event::Ready,
+                },
+            )
+            .await;
             return;
         }
         tokio::time::sleep(INTERVAL).await;

@@ -40,8 +40,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::{deliver, Dropped, Event, Input};
-use crate::supervise::message::Message;
+use super::{deliver, Dropped, Event, Input, Report};
 
 /// The longest datagram accepted: systemd's own limit (`NOTIFY_BUFFER_MAX`,
 /// PIPE_BUF).
@@ -90,13 +89,13 @@ impl Proxy {
     }
 
     /// Starts reading for process `pid`. `READY=1` becomes
-    /// [`Message::Ready`] when `forward_ready` (this socket is the app's
+    /// [`Event::Ready`] when `forward_ready` (this socket is the app's
     /// readiness source). The socket file is then the caller's to remove.
     pub fn start(
         mut self,
         pid: i32,
         forward_ready: bool,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<Report>,
     ) -> io::Result<JoinHandle<()>> {
         let sock = self.sock.take().expect("started once");
         // SAFETY: the socket is owned by the AsyncFd and closed only with it.
@@ -178,7 +177,7 @@ async fn read_loop(
     fd: AsyncFd<UnixDatagram>,
     pid: i32,
     forward_ready: bool,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Report>,
 ) {
     let mut tally = Tally::default();
     loop {
@@ -233,8 +232,8 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-fn dropped(pid: i32, reason: Dropped, count: u64) -> Message {
-    Message::App {
+fn dropped(pid: i32, reason: Dropped, count: u64) -> Report {
+    Report {
         pid,
         event: Event::Dropped {
             input: Input::Notify,
@@ -327,7 +326,7 @@ const CONTROL_SPACE: usize = unsafe {
 
 /// What one datagram gives, after the sender check: drops to count
 /// (reason, how many) and messages for the supervisor.
-fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> (Vec<(Dropped, u64)>, Vec<Message>) {
+fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> (Vec<(Dropped, u64)>, Vec<Report>) {
     let mut drops = Vec::new();
     // Descriptors are never kept (no FDSTORE=); each one is counted.
     if d.fds > 0 || d.control_truncated {
@@ -363,9 +362,12 @@ fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> (Vec<(Dropped, u64)>, V
     let (ready, events) = parse(text);
     let mut out = Vec::new();
     if ready && forward_ready {
-        out.push(Message::Ready { pid });
+        out.push(Report {
+            pid,
+            event: Event::Ready,
+        });
     }
-    out.extend(events.into_iter().map(|event| Message::App { pid, event }));
+    out.extend(events.into_iter().map(|event| Report { pid, event }));
     (drops, out)
 }
 
@@ -392,35 +394,9 @@ pub fn parse(text: &str) -> (bool, Vec<Event>) {
     (ready, events)
 }
 
-/// Whether `sender` is `root`, in its process group, or a descendant of it.
+/// Whether `sender` is in the app's process tree (`crate::tree`).
 pub fn in_tree(sender: i32, root: i32) -> bool {
-    if sender <= 0 {
-        return false;
-    }
-    if sender == root {
-        return true;
-    }
-    // SAFETY: getpgid(2) with an integer.
-    if unsafe { libc::getpgid(sender) } == root {
-        return true;
-    }
-    let mut p = sender;
-    for _ in 0..64 {
-        match parent_of(p) {
-            Some(pp) if pp == root => return true,
-            Some(pp) if pp > 1 => p = pp,
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// The parent pid from `/proc/PID/stat` (field 4, after the parenthesised
-/// command name, which may itself hold spaces and parentheses).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::tree::contains(root, sender)
 }
 
 #[cfg(test)]

@@ -19,16 +19,19 @@ use tracing::warn;
 
 pub use procfs::TreeUsage;
 
-use crate::supervise::message::Message;
-
 /// Open fds and PSS are read every this many passes (every 10 s at the
 /// default interval), and one pass after a new process appears; memory,
 /// CPU and threads on every pass.
 pub const SLOW_EVERY: u64 = 10;
 
 /// Samples the trees rooted at the pids in `roots` every `interval` and
-/// sends them to the supervisor, until the supervisor's inbox closes.
-pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc::Sender<Message>) {
+/// sends them, one `Vec` per pass, through the sender the supervisor gave,
+/// until it is closed.
+pub async fn run(
+    interval: Duration,
+    roots: watch::Receiver<Vec<i32>>,
+    tx: mpsc::Sender<Vec<TreeUsage>>,
+) {
     let mut scan = match procfs::ProcScan::new() {
         Ok(s) => s,
         Err(e) => {
@@ -53,7 +56,7 @@ pub async fn run(interval: Duration, roots: watch::Receiver<Vec<i32>>, tx: mpsc:
         fresh = changed || (fresh && !slow);
         let mut out = Vec::with_capacity(pids.len());
         scan.scan(&pids, slow, &mut out);
-        if tx.send(Message::Samples(out)).await.is_err() {
+        if tx.send(out).await.is_err() {
             return;
         }
     }

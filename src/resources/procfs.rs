@@ -27,6 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::tree;
+
 /// Usage of one process tree, summed over its live members.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct TreeUsage {
@@ -52,6 +54,7 @@ pub struct TreeUsage {
 struct Proc {
     pid: i32,
     ppid: i32,
+    pgrp: i32,
     ticks: u64,
     threads: u64,
     rss_pages: u64,
@@ -129,7 +132,7 @@ impl ProcScan {
             }
         }
         for i in 0..self.procs.len() {
-            let k = self.resolve(i as u32);
+            let k = self.resolve(i as u32, roots);
             if k == NONE {
                 continue;
             }
@@ -152,15 +155,27 @@ impl ProcScan {
         }
     }
 
-    /// The tree (index into roots) process `i` belongs to: walk up the
-    /// parents until a known owner, remembering the answer for the path.
-    fn resolve(&mut self, i: u32) -> u32 {
+    /// The tree (index into roots) process `i` belongs to, by the one rule
+    /// of `crate::tree`: its own group's root, else its parent's tree,
+    /// walking up until a known owner and remembering the answer for the
+    /// path.
+    fn resolve(&mut self, i: u32, roots: &[i32]) -> u32 {
         self.walk.clear();
         let mut cur = i;
         let found = loop {
             let o = self.owner[cur as usize];
             if o != UNKNOWN {
                 break o;
+            }
+            let p = self.procs[cur as usize];
+            let ids = tree::Ids {
+                ppid: p.ppid,
+                pgrp: p.pgrp,
+            };
+            if let Some(root) = tree::direct(p.pid, ids, |r| roots.contains(&r)) {
+                if let Some(k) = roots.iter().position(|r| *r == root) {
+                    break k as u32;
+                }
             }
             self.walk.push(cur);
             let ppid = self.procs[cur as usize].ppid;
@@ -259,13 +274,15 @@ fn parse_stat(pid: i32, line: &[u8]) -> Option<Proc> {
         .filter(|f| !f.is_empty());
     let mut get = |skip: usize| -> Option<u64> { parse_u64(fields.nth(skip)?) };
     let ppid = get(1)?; // field 4 (skip 3)
-    let utime = get(9)?; // field 14
+    let pgrp = get(0)?; // field 5
+    let utime = get(8)?; // field 14
     let stime = get(0)?; // field 15
     let threads = get(4)?; // field 20
     let rss = get(3)?; // field 24
     Some(Proc {
         pid,
         ppid: ppid as i32,
+        pgrp: pgrp as i32,
         ticks: utime + stime,
         threads,
         rss_pages: rss,

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
@@ -69,7 +68,7 @@ impl Supervisor {
             Act::Listening => {
                 debug!(app, instance = slot.1, pid, "cluster worker listening");
                 if self.ready_on_listening(slot.0) {
-                    self.on_ready(slot, Instant::now());
+                    self.feed(slot, super::machine::Event::Ready);
                 }
             }
             // The socket stays held for the workers to come (Node's primary

@@ -22,6 +22,27 @@ pub struct Instance {
     /// When its current process became ready the first time, for the
     /// time-to-ready figure.
     pub first_ready: Option<Instant>,
+    /// Since when its current process's memory samples have been under
+    /// `max_memory_restart`, from the first such sample.
+    pub under_cap_since: Option<Instant>,
+    /// Whether its current process has stayed under `max_memory_restart`
+    /// for `min_uptime`; one that never did is restarted as unstable.
+    pub fit: bool,
+    /// An old process still draining while the current one runs: the
+    /// overlap of a rolling reload. `None` outside one.
+    pub draining: Option<Draining>,
+}
+
+/// An old process of the instance, asked to stop, that may still serve its
+/// last requests while the new one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draining {
+    /// Its pid, also its process group.
+    pub pid: i32,
+    /// When it was spawned.
+    pub since: Instant,
+    /// When SIGKILL is due; `None` once it has been sent.
+    pub kill_at: Option<Instant>,
 }
 
 impl Instance {
@@ -34,6 +55,24 @@ impl Instance {
             restarts: [0; Reason::ALL.len()],
             last_status: None,
             first_ready: None,
+            under_cap_since: None,
+            fit: false,
+            draining: None,
+        }
+    }
+
+    /// Whether nothing of it runs or will run: a final state and no
+    /// draining process.
+    pub fn is_final(&self) -> bool {
+        self.state.is_final() && self.draining.is_none()
+    }
+
+    /// The next time something is due for it.
+    pub fn deadline(&self) -> Option<Instant> {
+        let old = self.draining.as_ref().and_then(|d| d.kill_at);
+        match (self.state.deadline(), old) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

@@ -1,4 +1,4 @@
-//! `max_memory_restart`: which instance to restart for memory, if any.
+//! `max_memory_restart`: whose turn it is to be restarted for memory.
 //!
 //! PM2 checks every `PM2_WORKER_INTERVAL` (30 s by default) whether an
 //! instance's memory exceeds the cap and restarts it (pm2 lib/Worker.js,
@@ -6,14 +6,26 @@
 //! (1 s by default), sums the whole process tree, and restarts gracefully.
 //! Within one app only one instance is restarted for memory at a time, and
 //! only while no other instance of it is starting or stopping, so the app
-//! keeps serving; the others are caught again at the next sample.
+//! keeps serving; the others are caught again at the next sample. The
+//! decision itself (graceful restart, or SIGKILL at the hard limit, which
+//! waits for no turn) is the instance machine's.
 
 use crate::supervise::state::State;
 use crate::supervise::{App, Slot};
 
-/// The instance to restart for memory in each app, given each instance's
-/// resident bytes at the last sample (`None` where it has no process).
-pub fn over_cap(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<(Slot, u64, u64)> {
+/// The instances that may be restarted for memory now, one per app at
+/// most, given each instance's resident bytes at the last sample (`None`
+/// where it has no process).
+pub fn turns(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<Slot> {
+    over_cap(apps, rss)
+        .into_iter()
+        .map(|(slot, _, _)| slot)
+        .collect()
+}
+
+/// The instance to restart for memory in each app, with its resident bytes
+/// and the cap.
+fn over_cap(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<(Slot, u64, u64)> {
     let mut picks = Vec::new();
     for (a, app) in apps.iter().enumerate() {
         let Some(limit) = app.spec.max_memory_restart else {
@@ -21,7 +33,11 @@ pub fn over_cap(apps: &[App], rss: impl Fn(Slot) -> Option<u64>) -> Vec<(Slot, u
         };
         let busy = |skip: usize| {
             app.instances.iter().enumerate().any(|(i, inst)| {
-                i != skip && matches!(inst.state, State::Starting { .. } | State::Stopping { .. })
+                i != skip
+                    && matches!(
+                        inst.state,
+                        State::Starting { .. } | State::Stopping { .. } | State::Emptying { .. }
+                    )
             })
         };
         let worst = app

@@ -7,8 +7,8 @@
 
 pub mod cluster;
 pub mod instance;
+pub mod machine;
 pub mod memory;
-pub mod message;
 pub mod observe;
 pub mod policy;
 pub mod readiness;
@@ -18,18 +18,21 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{AgentSettings, AppSpec, ReadySource, SighupAction};
 use crate::exit::{self, ExitStatus};
+use crate::init::signals::Meaning;
 use crate::init::{reaper, signals};
+use crate::ready;
+use crate::resources::TreeUsage;
 use crate::spawn::{self, SpawnRequest};
+use crate::tree;
 use instance::Instance;
-use message::Message;
-use policy::{Decision, Reason};
-use state::{State, Then};
+use machine::{Action, Event};
+use policy::Reason;
+use state::State;
 
 /// Capacity of the supervisor's inbox; senders wait when it is full.
 pub const INBOX: usize = 1024;
@@ -53,17 +56,21 @@ pub struct Supervisor {
     by_pid: HashMap<i32, Slot>,
     shutting_down: bool,
     /// Statuses reaped for pids no instance owns (orphans).
-    pub orphans_reaped: u64,
+    orphans_reaped: u64,
     /// Signals forwarded to the apps.
-    pub signals_forwarded: u64,
+    signals_forwarded: u64,
     reload_queue: VecDeque<Slot>,
     reloading: Option<Slot>,
-    tx: mpsc::Sender<Message>,
-    rx: mpsc::Receiver<Message>,
+    /// What the apps say (`ready/`), for the one owner of state.
+    tx: mpsc::Sender<ready::Report>,
+    rx: mpsc::Receiver<ready::Report>,
+    /// Samples of the process trees (`resources/`).
+    samples_tx: mpsc::Sender<Vec<TreeUsage>>,
+    samples_rx: mpsc::Receiver<Vec<TreeUsage>>,
     self_pid: i32,
     obs: observe::Observer,
     /// Readiness channels of running processes, and the service manager.
-    pub ready: readiness::Readiness,
+    ready: readiness::Readiness,
     /// Listening sockets held for each app, by app index.
     sockets: Vec<cluster::AppSockets>,
     /// The apps' output: pipes for captured apps, recent lines, crash tails.
@@ -74,6 +81,8 @@ impl Supervisor {
     /// A supervisor for these apps; nothing is started yet.
     pub fn new(specs: Vec<AppSpec>, agent: AgentSettings) -> Self {
         let (tx, rx) = mpsc::channel(INBOX);
+        // One pass per interval: a few waiting is plenty.
+        let (samples_tx, samples_rx) = mpsc::channel(4);
         let apps: Vec<App> = specs
             .into_iter()
             .map(|spec| {
@@ -98,6 +107,8 @@ impl Supervisor {
             reloading: None,
             tx,
             rx,
+            samples_tx,
+            samples_rx,
             self_pid: std::process::id() as i32,
             ready: readiness::Readiness::new(),
             sockets: (0..n_apps)
@@ -116,9 +127,9 @@ impl Supervisor {
         self.logs.clone()
     }
 
-    /// A sender for messages to this supervisor.
-    pub fn sender(&self) -> mpsc::Sender<Message> {
-        self.tx.clone()
+    /// The sender the resource sampler sends its passes through.
+    pub fn samples(&self) -> mpsc::Sender<Vec<TreeUsage>> {
+        self.samples_tx.clone()
     }
 
     /// Starts every app and supervises until all have stopped for good;
@@ -127,7 +138,12 @@ impl Supervisor {
     pub async fn run(mut self, mut sigs: signals::SignalSource) -> i32 {
         for a in 0..self.apps.len() {
             for i in 0..self.apps[a].instances.len() {
-                self.spawn((a, i), None);
+                self.apps[a].instances[i].state = State::Spawning {
+                    reason: None,
+                    from: "stopped",
+                };
+                let first = self.spawn((a, i));
+                self.feed((a, i), first);
             }
         }
         let mut watchdog = self.ready.manager.watchdog_interval().map(|d| {
@@ -143,6 +159,7 @@ impl Supervisor {
             self.after_event();
             self.release_sockets();
             if let Some(code) = self.finished() {
+                self.ready.manager.stopping();
                 return code;
             }
             let deadline = self.next_deadline();
@@ -163,46 +180,34 @@ impl Supervisor {
                 // Before the inbox, so a flood of messages cannot starve them.
                 _ = tick(&mut watchdog) => self.ready.manager.ping(),
                 _ = sleep => self.on_deadlines(Instant::now()),
-                Some(msg) = self.rx.recv() => self.on_message(msg),
+                Some(samples) = self.samples_rx.recv() => self.on_samples(samples),
+                Some(report) = self.rx.recv() => self.on_app_event(report),
             }
         }
     }
 
     fn on_signal(&mut self, s: signals::Received) {
-        if s.signo == libc::SIGCHLD {
-            self.reap();
-            return;
-        }
-        // A signal procward raised itself (SIGPIPE on its own write) is not
-        // the apps' business.
-        if s.sender == self.self_pid {
-            return;
-        }
-        match Signal::try_from(s.signo) {
-            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) => self.shutdown(s.signo),
-            Ok(Signal::SIGHUP) if self.agent.sighup == SighupAction::Reload => self.reload(),
-            Ok(Signal::SIGUSR2) => self.reopen_logs(),
-            _ => self.forward(s.signo),
+        let sighup_reloads = self.agent.sighup == SighupAction::Reload;
+        match s.meaning(sighup_reloads, self.self_pid) {
+            Meaning::Child => self.reap(),
+            Meaning::Own => {}
+            Meaning::Shutdown(signo) if self.shutting_down && signals::escalates(signo) => {
+                warn!(signal = %signals::name(signo), "second stop signal while stopping; sending SIGKILL to every app");
+                self.feed_all(Event::Kill);
+            }
+            Meaning::Shutdown(signo) => self.shutdown(signo),
+            Meaning::Reload => self.reload(),
+            Meaning::ReopenLogs => self.reopen_logs(),
+            Meaning::Forward(signo) => self.forward(signo),
         }
     }
 
-    fn on_message(&mut self, msg: Message) {
-        match msg {
-            Message::Ready { pid } => {
-                if let Some(&slot) = self.by_pid.get(&pid) {
-                    self.on_ready(slot, Instant::now());
-                }
-            }
-            Message::AppMetric { pid, name, value } => {
-                self.obs.app_metric(&self.by_pid, pid, &name, value)
-            }
-            Message::Samples(samples) => {
-                for slot in self.obs.on_samples(&self.apps, &self.by_pid, samples) {
-                    self.request_stop(slot, Then::Restart(Reason::Memory));
-                }
-            }
-            Message::App { pid, event } => self.on_app_event(pid, event),
-            Message::Cluster { pid, request } => self.on_cluster(pid, request),
+    fn on_samples(&mut self, samples: Vec<TreeUsage>) {
+        let rss = self.obs.on_samples(&self.by_pid, samples);
+        let turns = memory::turns(&self.apps, |slot| rss.get(&slot).copied());
+        for (slot, rss) in rss {
+            let turn = turns.contains(&slot);
+            self.feed(slot, Event::Memory { rss, turn });
         }
     }
 
@@ -210,7 +215,7 @@ impl Supervisor {
     fn forward(&mut self, signo: i32) {
         debug!(signal = %signals::name(signo), "forwarding");
         for pid in self.by_pid.keys() {
-            match spawn::signal_group(*pid, signo) {
+            match tree::signal(*pid, signo) {
                 Ok(()) => self.signals_forwarded += 1,
                 Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
             }
@@ -227,7 +232,7 @@ impl Supervisor {
         }
         for (pid, (a, _)) in &self.by_pid {
             if !self.logs.writes_files(*a) {
-                match spawn::signal_group(*pid, libc::SIGUSR2) {
+                match tree::signal(*pid, libc::SIGUSR2) {
                     Ok(()) => self.signals_forwarded += 1,
                     Err(e) => warn!(pid, error = %e, "forwarding a signal failed"),
                 }
@@ -241,9 +246,44 @@ impl Supervisor {
         for (pid, status) in exits {
             self.ready.forget(pid);
             match self.by_pid.remove(&pid) {
-                Some(slot) => self.on_exit(slot, pid, status),
+                Some(slot) => {
+                    self.log_crash(slot, pid, status);
+                    let group_alive = tree::group_alive(pid);
+                    self.feed(
+                        slot,
+                        Event::Exited {
+                            pid,
+                            status,
+                            group_alive,
+                        },
+                    );
+                }
                 None => self.orphans_reaped += 1,
             }
+        }
+        // Members of a stopped group are reaped as orphans (procward is
+        // their subreaper): the group may have emptied.
+        for a in 0..self.apps.len() {
+            for i in 0..self.apps[a].instances.len() {
+                if let State::Emptying { pgid, .. } = self.apps[a].instances[i].state {
+                    if !tree::group_alive(pgid) {
+                        self.feed((a, i), Event::GroupEmpty);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the exit to the captured output; a crash (an exit while
+    /// starting or online, other than code 0) logs the last lines of its
+    /// stderr, now or once its pipe has been read to the end.
+    fn log_crash(&mut self, (a, i): Slot, pid: i32, status: ExitStatus) {
+        let state = &self.apps[a].instances[i].state;
+        let unexpected = matches!(state, State::Starting { pid: p, .. } | State::Online { pid: p, .. } if *p == pid);
+        let crash = (unexpected && status != ExitStatus::Code(0)).then(|| status.to_string());
+        if let Some(last_stderr) = self.logs.exited(a, i, pid, crash) {
+            warn!(app = %self.apps[a].spec.name, instance = i, pid, %status,
+                  last_stderr = last_stderr.as_str(), "crashed");
         }
     }
 
@@ -253,36 +293,14 @@ impl Supervisor {
         self.shutting_down = true;
         self.reload_queue.clear();
         self.ready.manager.stopping();
+        self.feed_all(Event::Shutdown { signo });
+    }
+
+    /// Feeds `event` to every instance, apps in reverse order.
+    fn feed_all(&mut self, event: Event) {
         for a in (0..self.apps.len()).rev() {
             for i in 0..self.apps[a].instances.len() {
-                let slot = (a, i);
-                match self.apps[a].instances[i].state.clone() {
-                    State::Starting { .. } | State::Online { .. } => {
-                        self.stop_with(slot, signo, Then::Stop);
-                    }
-                    // Already stopping (a restart, say): pass the signal on,
-                    // keep the SIGKILL deadline, and restart nothing.
-                    State::Stopping {
-                        pid,
-                        since,
-                        kill_at,
-                        ..
-                    } => {
-                        signal_logged(pid, signo);
-                        let next = State::Stopping {
-                            pid,
-                            since,
-                            kill_at,
-                            then: Then::Stop,
-                        };
-                        self.transition(slot, next, None);
-                    }
-                    State::Waiting { .. } => {
-                        let status = self.apps[a].instances[i].last_status;
-                        self.transition(slot, State::Stopped { status }, None);
-                    }
-                    State::Stopped { .. } | State::Errored { .. } => {}
-                }
+                self.feed((a, i), event);
             }
         }
     }
@@ -312,7 +330,7 @@ impl Supervisor {
         if let Some((a, i)) = self.reloading {
             if !matches!(
                 self.apps[a].instances[i].state,
-                State::Starting { .. } | State::Stopping { .. }
+                State::Starting { .. } | State::Stopping { .. } | State::Emptying { .. }
             ) {
                 self.reloading = None;
                 self.reload_next();
@@ -325,211 +343,76 @@ impl Supervisor {
             let Some(slot) = self.reload_queue.pop_front() else {
                 return;
             };
-            if self.request_stop(slot, Then::Restart(Reason::Reload)) {
+            let (a, i) = slot;
+            if matches!(
+                self.apps[a].instances[i].state,
+                State::Starting { .. } | State::Online { .. }
+            ) {
+                self.feed(slot, Event::Reload);
                 self.reloading = Some(slot);
             }
         }
     }
 
-    /// Stops the instance's process with the app's kill signal; returns
-    /// whether there was a process to stop.
-    pub fn request_stop(&mut self, slot: Slot, then: Then) -> bool {
-        let signo = self.apps[slot.0].spec.stop.kill_signal as i32;
-        self.stop_with(slot, signo, then)
+    /// Feeds one event to the instance's machine and carries out its
+    /// actions; a spawn is answered in the same turn.
+    fn feed(&mut self, slot: Slot, event: Event) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let (a, i) = slot;
+            let online_at_spawn = self.apps[a].spec.ready.source == ReadySource::Started
+                && !self.ready_on_listening(a);
+            let app = &mut self.apps[a];
+            let cx = machine::Ctx {
+                online_at_spawn,
+                spec: &app.spec,
+                now: Instant::now(),
+                shutting_down: self.shutting_down,
+                index: i,
+            };
+            let actions = machine::step(&mut app.instances[i], event, &cx);
+            for action in actions {
+                if let Some(answer) = self.act(slot, action) {
+                    queue.push_back(answer);
+                }
+            }
+        }
     }
 
-    /// Asks the instance's process to stop with `signo` (or the shutdown
-    /// message) and arms the SIGKILL deadline; returns whether there was a
-    /// running process that is not already stopping.
-    fn stop_with(&mut self, (a, i): Slot, signo: i32, then: Then) -> bool {
-        let stop = &self.apps[a].spec.stop;
-        let (kill_timeout, with_message) = (stop.kill_timeout, stop.shutdown_with_message);
-        let next = match self.apps[a].instances[i].state.clone() {
-            State::Starting { pid, since, .. } | State::Online { pid, since, .. } => {
+    /// Carries out one action of the machine; returns the answer to a spawn.
+    fn act(&mut self, (a, i): Slot, action: Action) -> Option<Event> {
+        match action {
+            Action::Spawn => return Some(self.spawn((a, i))),
+            Action::Signal { pgid, signo } => signal_logged(pgid, signo),
+            Action::AskToStop { pid, signo } => {
+                let with_message = self.apps[a].spec.stop.shutdown_with_message;
                 self.ready.ask_to_stop(with_message, pid, signo);
-                State::Stopping {
-                    pid,
-                    since,
-                    kill_at: Some(Instant::now() + kill_timeout),
-                    then,
-                }
             }
-            State::Stopping { .. }
-            | State::Waiting { .. }
-            | State::Stopped { .. }
-            | State::Errored { .. } => return false,
-        };
-        self.transition((a, i), next, None);
-        true
-    }
-
-    fn on_ready(&mut self, slot: Slot, now: Instant) {
-        let inst = &mut self.apps[slot.0].instances[slot.1];
-        let next = match inst.state.clone() {
-            State::Starting { pid, since, .. } => State::Online {
-                pid,
-                since,
-                ready_at: now,
-            },
-            // Readiness is only news while starting.
-            s @ (State::Online { .. }
-            | State::Stopping { .. }
-            | State::Waiting { .. }
-            | State::Stopped { .. }
-            | State::Errored { .. }) => s,
-        };
-        if next != inst.state {
-            inst.first_ready.get_or_insert(now);
-            self.transition(slot, next, None);
-        }
-    }
-
-    fn on_exit(&mut self, slot: Slot, pid: i32, status: ExitStatus) {
-        let (a, i) = slot;
-        // Whatever the main process left behind in its group goes with it,
-        // as systemd does with a service's cgroup.
-        let _ = spawn::signal_group(pid, libc::SIGKILL);
-        let inst = &mut self.apps[a].instances[i];
-        inst.last_status = Some(status);
-        let now = Instant::now();
-        let shutting_down = self.shutting_down;
-        let unexpected = matches!(inst.state, State::Starting { .. } | State::Online { .. });
-        let crash = (unexpected && status != ExitStatus::Code(0)).then(|| status.to_string());
-        let last_stderr = self.logs.exited(a, i, pid, crash);
-        match self.apps[a].instances[i].state.clone() {
-            State::Starting { since, .. } | State::Online { since, .. } => {
-                let uptime = now - since;
-                info!(app = %self.apps[a].spec.name, instance = i, pid, %status,
-                      uptime_ms = uptime.as_millis() as u64, last_stderr = last_stderr.as_deref(), "exited");
-                let app = &mut self.apps[a];
-                let decision = if shutting_down {
-                    Decision::Stop
-                } else {
-                    policy::after_exit(
-                        &app.spec.restart,
-                        &mut app.instances[i].counters,
-                        status,
-                        uptime,
-                    )
-                };
-                match decision {
-                    Decision::Restart { delay, reason } if delay.is_zero() => {
-                        self.spawn(slot, Some(reason))
-                    }
-                    Decision::Restart { delay, reason } => {
-                        info!(app = %self.apps[a].spec.name, instance = i, delay_ms = delay.as_millis() as u64,
-                              reason = reason.as_str(), "restart delayed");
-                        self.transition(
-                            slot,
-                            State::Waiting {
-                                until: now + delay,
-                                reason,
-                            },
-                            None,
-                        )
-                    }
-                    Decision::Stop => self.transition(
-                        slot,
-                        State::Stopped {
-                            status: Some(status),
-                        },
-                        None,
-                    ),
-                    Decision::Errored => self.errored(slot, status),
-                }
-            }
-            State::Stopping { then, .. } => {
-                info!(app = %self.apps[a].spec.name, instance = i, pid, %status, "stopped");
-                match then {
-                    Then::Restart(reason) if !shutting_down => self.spawn(slot, Some(reason)),
-                    Then::Restart(_) | Then::Stop => self.transition(
-                        slot,
-                        State::Stopped {
-                            status: Some(status),
-                        },
-                        None,
-                    ),
-                }
-            }
-            s @ (State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. }) => {
-                debug_assert!(false, "exit of pid {pid} in state {}", s.name());
-                warn!(
-                    pid,
-                    state = s.name(),
-                    "can't happen: an exit for an instance without a process"
-                );
-            }
-        }
-    }
-
-    fn errored(&mut self, slot: Slot, status: ExitStatus) {
-        let name = &self.apps[slot.0].spec.name;
-        error!(app = %name, instance = slot.1, %status,
-               max_restarts = self.apps[slot.0].spec.restart.max_restarts,
-               "too many unstable restarts; giving up (raise max_restarts or lower min_uptime to allow more)");
-        self.transition(slot, State::Errored { status }, None);
-        if !self.shutting_down {
-            self.shutdown(libc::SIGTERM);
-        }
-    }
-
-    fn on_deadlines(&mut self, now: Instant) {
-        for a in 0..self.apps.len() {
-            for i in 0..self.apps[a].instances.len() {
-                let slot = (a, i);
-                let state = self.apps[a].instances[i].state.clone();
-                if state.deadline().is_none_or(|d| d > now) {
-                    continue;
-                }
-                match state {
-                    State::Starting { pid, since, .. } => {
-                        if self.apps[a].spec.ready.strict {
-                            warn!(app = %self.apps[a].spec.name, instance = i, pid,
-                                  "not ready within listen_timeout; restarting");
-                            self.request_stop(slot, Then::Restart(Reason::ReadyTimeout));
-                        } else {
-                            warn!(app = %self.apps[a].spec.name, instance = i, pid,
-                                  "not ready within listen_timeout; treating it as ready (as PM2 does)");
-                            self.apps[a].instances[i].first_ready.get_or_insert(now);
-                            self.transition(
-                                slot,
-                                State::Online {
-                                    pid,
-                                    since,
-                                    ready_at: now,
-                                },
-                                None,
-                            );
-                        }
-                    }
-                    State::Stopping {
-                        pid, since, then, ..
-                    } => {
-                        warn!(app = %self.apps[a].spec.name, instance = i, pid,
-                              "still running after kill_timeout; sending SIGKILL");
-                        signal_logged(pid, libc::SIGKILL);
-                        self.apps[a].instances[i].state = State::Stopping {
-                            pid,
-                            since,
-                            kill_at: None,
-                            then,
-                        };
-                    }
-                    State::Waiting { reason, .. } => self.spawn(slot, Some(reason)),
-                    State::Online { .. } | State::Stopped { .. } | State::Errored { .. } => {}
+            Action::CountRestart(r) => self.apps[a].instances[i].restarts[r.index()] += 1,
+            Action::Changed { from, reason } => self.changed((a, i), &from, reason),
+            Action::GaveUp => {
+                if self.agent.exit_on_error && !self.shutting_down {
+                    error!(app = %self.apps[a].spec.name, instance = i,
+                           "an app is errored and exit_on_error is set: stopping every app");
+                    self.shutdown(libc::SIGTERM);
                 }
             }
         }
-        self.on_watchdog_deadlines(now);
+        None
     }
 
-    /// Starts a process for the instance; `reason` is set for a restart.
-    fn spawn(&mut self, slot: Slot, reason: Option<Reason>) {
+    /// Starts a process for the instance; the answer for its machine.
+    fn spawn(&mut self, slot: Slot) -> Event {
         let (a, i) = slot;
         let (mut fds, listen_env) = crate::sockets::listen_fds(&self.sockets[a].listen);
         let readiness = self.prepare_readiness(a, fds.len());
         let output = self.logs.prepare(a, i);
         let spec = &self.apps[a].spec;
+        // Readiness needs its channel: a process started without it would
+        // never be ready (or never get the shutdown message).
+        if let Some(missing) = readiness::missing(&readiness, spec) {
+            return self.spawn_failed(slot, missing, true);
+        }
         let mut env: Vec<(OsString, OsString)> = spec.env.clone();
         env.extend(
             spec.instance_var
@@ -550,80 +433,94 @@ impl Supervisor {
             fds,
             listen_pid,
         };
-        let now = Instant::now();
         match spawn::spawn(&req) {
             Ok(pid) => {
                 output.started(pid);
                 self.by_pid.insert(pid, slot);
                 self.start_readiness(pid, readiness);
-                let spec = &self.apps[a].spec;
-                let next = match spec.ready.source {
-                    ReadySource::Started if !self.ready_on_listening(a) => State::Online {
-                        pid,
-                        since: now,
-                        ready_at: now,
-                    },
-                    _ => State::Starting {
-                        pid,
-                        since: now,
-                        ready_by: now + spec.ready.listen_timeout,
-                    },
-                };
-                if let Some(r) = reason {
-                    self.apps[a].instances[i].restarts[r.index()] += 1;
-                }
-                if next.is_ready() {
-                    self.apps[a].instances[i].first_ready.get_or_insert(now);
-                }
-                self.transition(slot, next, reason);
+                Event::Spawned { pid }
             }
             Err(e) => {
-                error!(app = %spec.name, instance = i, "{e}");
+                let transient = e.is_transient();
                 let status = ExitStatus::Code(e.shell_code());
-                self.apps[a].instances[i].last_status = Some(status);
-                // Not found or not executable will not fix itself: no retry.
-                self.transition(slot, State::Errored { status }, reason);
-                if !self.shutting_down {
-                    self.shutdown(libc::SIGTERM);
-                }
+                self.spawn_failed(slot, e.to_string(), transient);
+                Event::SpawnFailed { transient, status }
             }
         }
     }
 
-    /// Records and logs a state change.
-    fn transition(&mut self, (a, i): Slot, next: State, reason: Option<Reason>) {
-        let app = &mut self.apps[a];
-        let inst = &mut app.instances[i];
-        let from = inst.state.name();
-        let status = inst.last_status.map(|s| s.to_string());
-        let prev = std::mem::replace(&mut inst.state, next);
-        info!(
-            app = %app.spec.name,
-            instance = i,
-            pid = inst.state.pid(),
-            from,
-            to = inst.state.name(),
-            reason = reason.map(Reason::as_str),
-            last_exit = status.as_deref(),
-            restarts = inst.total_restarts(),
-            "state"
-        );
-        self.obs.on_transition(&self.apps, (a, i), &prev);
+    /// Logs a failed spawn: a transient failure once per burst, with the
+    /// retry; a permanent one always.
+    fn spawn_failed(&mut self, (a, i): Slot, what: String, transient: bool) -> Event {
+        let name = &self.apps[a].spec.name;
+        let failures = self.apps[a].instances[i].counters.spawn_failures;
+        if !transient {
+            error!(app = %name, instance = i, "{what}");
+        } else if failures == 0 {
+            warn!(app = %name, instance = i, "{what}; retrying with backoff (logged once until it starts)");
+        } else {
+            debug!(app = %name, instance = i, failures, "{what}");
+        }
+        Event::SpawnFailed {
+            transient,
+            status: ExitStatus::Code(exit::NOT_EXECUTABLE),
+        }
+    }
+
+    /// Logs and observes a state change the machine made.
+    fn changed(&mut self, (a, i): Slot, prev: &State, reason: Option<Reason>) {
+        let app = &self.apps[a];
+        let inst = &app.instances[i];
+        if let State::Spawning { .. } = inst.state {
+            // Logged once the spawn's answer is in.
+        } else {
+            let from = match prev {
+                State::Spawning { from, .. } => from,
+                p => p.name(),
+            };
+            let status = inst.last_status.map(|s| s.to_string());
+            info!(
+                app = %app.spec.name,
+                instance = i,
+                pid = inst.state.pid(),
+                from,
+                to = inst.state.name(),
+                reason = reason.map(Reason::as_str),
+                last_exit = status.as_deref(),
+                restarts = inst.total_restarts(),
+                "state"
+            );
+        }
+        self.obs.on_transition(&self.apps, (a, i), prev);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         self.apps
             .iter()
             .flat_map(|a| a.instances.iter())
-            .filter_map(|i| i.state.deadline())
+            .filter_map(Instance::deadline)
             .chain(self.ready.next_deadline())
             .min()
+    }
+
+    fn on_deadlines(&mut self, now: Instant) {
+        for a in 0..self.apps.len() {
+            for i in 0..self.apps[a].instances.len() {
+                if self.apps[a].instances[i]
+                    .deadline()
+                    .is_some_and(|d| d <= now)
+                {
+                    self.feed((a, i), Event::Deadline);
+                }
+            }
+        }
+        self.on_watchdog_deadlines(now);
     }
 
     /// The exit code once every instance has stopped for good.
     fn finished(&self) -> Option<i32> {
         let all: Vec<&Instance> = self.apps.iter().flat_map(|a| a.instances.iter()).collect();
-        if !all.iter().all(|i| i.state.is_final()) {
+        if !all.iter().all(|i| i.is_final()) {
             return None;
         }
         if let Some(State::Errored { status }) = all
@@ -658,7 +555,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 
 /// Sends a signal to a group, logging (not failing) on error.
 fn signal_logged(pgid: i32, signo: i32) {
-    if let Err(e) = spawn::signal_group(pgid, signo) {
+    if let Err(e) = tree::signal(pgid, signo) {
         warn!(pid = pgid, signal = %signals::name(signo), error = %e, "sending a signal failed");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::config::AgentSettings;
 use crate::exit::ExitStatus;
@@ -19,7 +19,7 @@ use crate::resources::TreeUsage;
 use crate::status::{AppStatus, Handles, Heartbeat, InstanceStatus, Monit, Status};
 use crate::supervise::policy::Reason;
 use crate::supervise::state::State;
-use crate::supervise::{memory, App, Slot};
+use crate::supervise::{App, Slot};
 
 /// The supervisor's observation state.
 pub struct Observer {
@@ -52,7 +52,8 @@ impl Observer {
                     memory_limit: a.spec.max_memory_restart,
                 })
                 .collect();
-            Metrics::new(&labels, agent.metrics_compat)
+            let reasons = Reason::ALL.map(Reason::as_str);
+            Metrics::new(&labels, agent.metrics_compat, &reasons, &State::NAMES, true)
                 .map_err(|e| error!(error = %e, "cannot register metrics; /metrics is empty"))
                 .ok()
         });
@@ -135,14 +136,15 @@ impl Observer {
         }
     }
 
-    /// Records a sample; returns the instances to restart for memory.
+    /// Records a sample; returns the resident bytes of each instance's
+    /// current process tree, for the memory caps.
     pub fn on_samples(
         &mut self,
-        apps: &[App],
         by_pid: &HashMap<i32, Slot>,
         samples: Vec<TreeUsage>,
-    ) -> Vec<Slot> {
+    ) -> BTreeMap<Slot, u64> {
         let now = Instant::now();
+        let mut rss = BTreeMap::new();
         for u in samples {
             let Some(&(a, i)) = by_pid.get(&u.pid) else {
                 continue;
@@ -170,21 +172,10 @@ impl Observer {
             if let Some(m) = &mut self.metrics {
                 m.usage(a, i, &u);
             }
+            rss.insert((a, i), u.rss_bytes);
             self.dirty = true;
         }
-        let usage = &self.usage;
-        memory::over_cap(apps, |(a, i)| {
-            let pid = apps[a].instances[i].state.pid()?;
-            usage[a][i].tree.filter(|t| t.pid == pid).map(|t| t.rss_bytes)
-        })
-        .into_iter()
-        .map(|(slot, rss, limit)| {
-            warn!(app = %apps[slot.0].spec.name, instance = slot.1, pid = apps[slot.0].instances[slot.1].state.pid(),
-                  rss_bytes = rss, max_memory_restart = limit,
-                  "memory above max_memory_restart; restarting gracefully");
-            slot
-        })
-        .collect()
+        rss
     }
 
     /// A custom metric from the app's process `pid`.
@@ -256,7 +247,9 @@ impl Observer {
                             State::Starting { since, .. }
                             | State::Online { since, .. }
                             | State::Stopping { since, .. } => Some(since.elapsed()),
-                            State::Waiting { .. }
+                            State::Emptying { .. }
+                            | State::Spawning { .. }
+                            | State::Waiting { .. }
                             | State::Stopped { .. }
                             | State::Errored { .. } => None,
                         };

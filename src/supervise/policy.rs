@@ -41,11 +41,14 @@ pub enum Reason {
     Manual,
     /// It did not become ready within `listen_timeout` (strict readiness).
     ReadyTimeout,
+    /// Spawning it failed for want of a resource (EMFILE, ENFILE, EAGAIN,
+    /// ENOMEM); counted once per failed attempt.
+    SpawnFailed,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Crash,
         Reason::Signal,
         Reason::Exit,
@@ -54,6 +57,7 @@ impl Reason {
         Reason::Reload,
         Reason::Manual,
         Reason::ReadyTimeout,
+        Reason::SpawnFailed,
     ];
 
     /// The label value.
@@ -67,6 +71,7 @@ impl Reason {
             Reason::Reload => "reload",
             Reason::Manual => "manual",
             Reason::ReadyTimeout => "ready_timeout",
+            Reason::SpawnFailed => "spawn_failed",
         }
     }
 
@@ -92,6 +97,8 @@ pub struct Counters {
     pub unstable: u32,
     /// Last backoff delay used (PM2 `prev_restart_delay`).
     pub prev_backoff: Option<Duration>,
+    /// Consecutive spawns that failed for want of a resource.
+    pub spawn_failures: u32,
 }
 
 /// What to do after an exit procward did not ask for.
@@ -118,15 +125,35 @@ pub fn after_exit(
     status: ExitStatus,
     uptime: Duration,
 ) -> Decision {
-    if !policy.autorestart {
-        return Decision::Stop;
-    }
     if let ExitStatus::Code(code) = status {
         if policy.stop_exit_codes.contains(&code) {
             return Decision::Stop;
         }
     }
-    if uptime < policy.min_uptime {
+    decide(
+        policy,
+        counters,
+        Reason::of_exit(status),
+        uptime < policy.min_uptime,
+        uptime,
+    )
+}
+
+/// The one restart policy, for every reason: autorestart, the count of
+/// consecutive unstable runs that ends a crash loop, and the delay
+/// (restart_delay or the exponential backoff). `unstable` says whether the
+/// run that ended counts as unstable; `uptime` is how long it ran.
+pub fn decide(
+    policy: &RestartPolicy,
+    counters: &mut Counters,
+    reason: Reason,
+    unstable: bool,
+    uptime: Duration,
+) -> Decision {
+    if !policy.autorestart {
+        return Decision::Stop;
+    }
+    if unstable {
         counters.unstable += 1;
     } else {
         counters.unstable = 0;
@@ -141,21 +168,46 @@ pub fn after_exit(
     }
     let delay = match policy.exp_backoff_restart_delay {
         Some(base) => {
-            let next = match counters.prev_backoff {
-                None => base,
-                Some(prev) => {
-                    let grown = (prev.as_millis() as f64 * BACKOFF_FACTOR).floor() as u64;
-                    Duration::from_millis(grown).min(BACKOFF_CAP)
-                }
-            };
+            let next = grow(counters.prev_backoff, base);
             counters.prev_backoff = Some(next);
             next
         }
         None => policy.restart_delay,
     };
-    Decision::Restart {
-        delay,
-        reason: Reason::of_exit(status),
+    Decision::Restart { delay, reason }
+}
+
+/// First delay before retrying a spawn that failed for want of a resource;
+/// the retries back off from it as `exp_backoff_restart_delay` does.
+pub const SPAWN_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The delay before retrying after the `n`th consecutive spawn that failed
+/// for want of a resource (n >= 1). Such failures are not unstable runs
+/// (the app never ran) and never end supervision: descriptors or memory
+/// come back, and the retries back off up to [`BACKOFF_CAP`].
+pub fn spawn_retry_delay(policy: &RestartPolicy, n: u32) -> Duration {
+    let first = policy
+        .exp_backoff_restart_delay
+        .unwrap_or(policy.restart_delay)
+        .max(SPAWN_RETRY_FIRST);
+    let mut d = first;
+    for _ in 1..n.min(64) {
+        d = grow(Some(d), first);
+        if d >= BACKOFF_CAP {
+            break;
+        }
+    }
+    d.min(BACKOFF_CAP.max(first))
+}
+
+/// The next backoff delay after `prev` (or `base` for the first).
+fn grow(prev: Option<Duration>, base: Duration) -> Duration {
+    match prev {
+        None => base,
+        Some(prev) => {
+            let grown = (prev.as_millis() as f64 * BACKOFF_FACTOR).floor() as u64;
+            Duration::from_millis(grown).min(BACKOFF_CAP)
+        }
     }
 }
 
@@ -236,8 +288,8 @@ mod tests {
             ..Default::default()
         };
         let mut c = Counters {
-            unstable: 0,
             prev_backoff: Some(ms(5000)),
+            ..Counters::default()
         };
         let d = after_exit(&policy, &mut c, ExitStatus::Code(1), ms(31_000));
         assert_eq!(
@@ -281,5 +333,19 @@ mod tests {
             }),
             Reason::Signal
         );
+    }
+
+    #[test]
+    fn spawn_retries_back_off_from_a_tenth_of_a_second_to_fifteen() {
+        let p = RestartPolicy::default();
+        assert_eq!(spawn_retry_delay(&p, 1), ms(100));
+        assert_eq!(spawn_retry_delay(&p, 2), ms(150));
+        assert_eq!(spawn_retry_delay(&p, 3), ms(225));
+        assert_eq!(spawn_retry_delay(&p, 40), ms(15_000));
+        let p = RestartPolicy {
+            restart_delay: ms(500),
+            ..Default::default()
+        };
+        assert_eq!(spawn_retry_delay(&p, 1), ms(500));
     }
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::policy::Reason;
-use super::state::{State, Then};
-use super::{signal_logged, Supervisor};
+use super::state::State;
+use super::{machine, signal_logged, Supervisor};
+use crate::config::{AppSpec, ReadySource};
 use crate::notify::{ServiceManager, View};
 use crate::ready::{self, Channels, Dropped, Event, Input, Prepared};
 
@@ -78,6 +78,22 @@ impl Readiness {
     }
 }
 
+/// What the process about to be spawned would lack for its readiness
+/// source or shutdown message, as an error line: its IPC channel, which
+/// socketpair(2) fails to make only for want of a resource (EMFILE, ENFILE,
+/// ENOMEM), so the spawn is retried rather than made without it. A notify
+/// socket that could not be made may be a directory procward refuses: the
+/// app then runs without one, as the error line already said.
+pub(super) fn missing(prepared: &Prepared, spec: &AppSpec) -> Option<String> {
+    let has = |k: &str| prepared.env.iter().any(|(key, _)| key == k);
+    if (spec.ready.source == ReadySource::NodeIpc || spec.stop.shutdown_with_message)
+        && !has("NODE_CHANNEL_FD")
+    {
+        return Some("cannot make the IPC channel for the new process".into());
+    }
+    None
+}
+
 impl Supervisor {
     /// Makes the readiness resources of the next process of app `a`; the
     /// IPC channel follows its `listen_fds` `LISTEN_FDS` sockets.
@@ -95,14 +111,25 @@ impl Supervisor {
     }
 
     /// Something an app said.
-    pub(super) fn on_app_event(&mut self, pid: i32, event: Event) {
+    pub(super) fn on_app_event(&mut self, report: ready::Report) {
+        let ready::Report { pid, event } = report;
         let Some(&slot) = self.by_pid.get(&pid) else {
             return;
+        };
+        let event = match event {
+            Event::Ready => return self.feed(slot, machine::Event::Ready),
+            Event::Metric { name, value } => {
+                return self.obs.app_metric(&self.by_pid, pid, &name, value)
+            }
+            Event::Cluster(request) => return self.on_cluster(pid, request),
+            other => other,
         };
         let (a, i) = slot;
         let spec = &self.apps[a].spec;
         let app = spec.name.as_str();
         match event {
+            // Handled above, before borrowing the spec.
+            Event::Ready | Event::Metric { .. } | Event::Cluster(_) => {}
             Event::Status(status) => info!(app, instance = i, pid, status, "app status"),
             Event::WatchdogPing => match spec.watchdog {
                 Some(interval) => {
@@ -119,7 +146,7 @@ impl Supervisor {
                     pid,
                     "the app asked for its watchdog (WATCHDOG=trigger); restarting"
                 );
-                self.request_stop(slot, Then::Restart(Reason::Watchdog));
+                self.feed(slot, machine::Event::WatchdogMissed);
             }
             Event::Stopping => info!(app, instance = i, pid, "app is stopping (STOPPING=1)"),
             Event::Reloading => info!(app, instance = i, pid, "app is reloading (RELOADING=1)"),
@@ -186,7 +213,7 @@ impl Supervisor {
             };
             warn!(app = %self.apps[slot.0].spec.name, instance = slot.1, pid,
                   "no WATCHDOG=1 within the app's watchdog interval; restarting");
-            self.request_stop(slot, Then::Restart(Reason::Watchdog));
+            self.feed(slot, machine::Event::WatchdogMissed);
         }
     }
 

@@ -11,8 +11,12 @@
 //!            ├── policy: stop ─▶ Stopped
 //!            └── policy: give up ─▶ Errored
 //!   Starting/Online ── stop request ─▶ Stopping ── exit ─▶ spawn (restart) or Stopped
+//!                                          │  └── exit, group not empty ─▶ Emptying ── empty ─▶ (same)
 //!                                          └── kill_timeout ─▶ SIGKILL, still Stopping
 //! ```
+//!
+//! The full table of (state, event) pairs is `docs/design/instance-machine.md`;
+//! the transitions themselves are in [`crate::supervise::machine`].
 
 use std::time::Instant;
 
@@ -60,12 +64,33 @@ pub enum State {
         /// What follows the exit.
         then: Then,
     },
+    /// The main process has exited after a stop request, but others of its
+    /// process group have not: waiting for the group to empty, at most until
+    /// the rest of kill_timeout (systemd's control-group stop).
+    Emptying {
+        /// The process group (the exited main process's pid).
+        pgid: i32,
+        /// When the main process was spawned.
+        since: Instant,
+        /// When SIGKILL is due; `None` once it has been sent.
+        kill_at: Option<Instant>,
+        /// What follows once the group is empty.
+        then: Then,
+    },
+    /// A process is being spawned: only between the spawn action and its
+    /// result, within one turn of the loop.
+    Spawning {
+        /// Why, for a restart.
+        reason: Option<Reason>,
+        /// The name of the state it was spawned from, for the log line.
+        from: &'static str,
+    },
     /// Waiting out a restart delay.
     Waiting {
         /// When to spawn again.
         until: Instant,
-        /// Why it will be restarted.
-        reason: Reason,
+        /// Why it will be restarted (`None`: the first start failed).
+        reason: Option<Reason>,
     },
     /// Not running, and not to be restarted.
     Stopped {
@@ -86,7 +111,11 @@ impl State {
             State::Starting { pid, .. }
             | State::Online { pid, .. }
             | State::Stopping { pid, .. } => Some(*pid),
-            State::Waiting { .. } | State::Stopped { .. } | State::Errored { .. } => None,
+            State::Emptying { .. }
+            | State::Spawning { .. }
+            | State::Waiting { .. }
+            | State::Stopped { .. }
+            | State::Errored { .. } => None,
         }
     }
 
@@ -94,9 +123,12 @@ impl State {
     pub fn deadline(&self) -> Option<Instant> {
         match self {
             State::Starting { ready_by, .. } => Some(*ready_by),
-            State::Stopping { kill_at, .. } => *kill_at,
+            State::Stopping { kill_at, .. } | State::Emptying { kill_at, .. } => *kill_at,
             State::Waiting { until, .. } => Some(*until),
-            State::Online { .. } | State::Stopped { .. } | State::Errored { .. } => None,
+            State::Online { .. }
+            | State::Spawning { .. }
+            | State::Stopped { .. }
+            | State::Errored { .. } => None,
         }
     }
 
@@ -115,7 +147,10 @@ impl State {
         match self {
             State::Starting { .. } => "starting",
             State::Online { .. } => "online",
-            State::Stopping { .. } => "stopping",
+            // Still stopping, as far as anyone outside can tell.
+            State::Stopping { .. } | State::Emptying { .. } => "stopping",
+            // Never seen outside one loop turn.
+            State::Spawning { .. } => "starting",
             State::Waiting { .. } => "waiting",
             State::Stopped { .. } => "stopped",
             State::Errored { .. } => "errored",

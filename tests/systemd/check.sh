@@ -101,7 +101,7 @@ check "systemctl start succeeds after listen_timeout" systemctl start procward.s
 check "procward said why" journal_has "treating it as ready"
 
 scenario "never ready, strict" \
-    "ExecStart=$PW --wait-ready --strict-ready --listen-timeout 1s --max-restarts 1 --min-uptime 10s -- node $FIX/ipc_app.js $D never"
+    "ExecStart=$PW --wait-ready --strict-ready --listen-timeout 1s --max-restarts 5 --min-uptime 10s -- node $FIX/ipc_app.js $D never"
 systemctl start --no-block procward.service
 check "restarted for ready_timeout" until_ok 20 journal_has 'reason="ready_timeout"'
 check "still activating (no READY=1)" is ActiveState activating
