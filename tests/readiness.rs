@@ -267,7 +267,14 @@ fn never_ready_with_strict_readiness_is_restarted() {
         ],
         &strs(&app),
     );
-    let first = pid_in(dir.path());
+    // The first process's pid from procward's own line: the pid file may
+    // already be the replacement's by the time the test reads it.
+    let started = p.wait_line(&["from=\"stopped\"", "to=\"starting\""]);
+    let first: i32 = started
+        .split_once(" pid=")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started}"));
     p.wait_line(&["not ready within listen_timeout; restarting"]);
     p.wait_line(&["to=\"starting\"", "reason=\"ready_timeout\""]);
     assert!(!alive(first), "the unready process is gone");
