@@ -78,12 +78,13 @@ pub struct SpawnError {
 impl SpawnError {
     /// Whether it failed for want of a resource that may come back (too
     /// many open files in procward or the system, no memory, the process
-    /// limit): retried with the restart backoff. Only the command itself
-    /// being missing or not executable is permanent (127, 126).
+    /// limit), or whose program file is still open for writing (ETXTBSY:
+    /// a deploy replacing it): retried with the restart backoff. Only the
+    /// command itself being missing or not executable is permanent (127, 126).
     pub fn is_transient(&self) -> bool {
         matches!(
             self.error.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM | libc::ETXTBSY)
         )
     }
 
@@ -640,7 +641,13 @@ mod tests {
             program: "app".into(),
             error: io::Error::from_raw_os_error(errno),
         };
-        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EAGAIN,
+            libc::ENOMEM,
+            libc::ETXTBSY,
+        ] {
             assert!(e(errno).is_transient(), "{errno}");
         }
         for (errno, code) in [

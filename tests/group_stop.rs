@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 /// The main process starts a worker in its own group and exits at once on
 /// SIGTERM; the worker needs half a second to clean up, then writes `done`.
+/// Both traps are set once `up` exists.
 fn main_with_slow_worker(done: &str, up: &str, worker_trap: &str) -> String {
     format!(
-        r#"sh -c 'trap "{worker_trap}" TERM; echo up > {up}; while :; do sleep 0.05; done' &
-trap "exit 0" TERM
+        r#"trap "exit 0" TERM
+sh -c 'trap "{worker_trap}" TERM; echo up > {up}; while :; do sleep 0.05; done' &
 while :; do sleep 0.05; done
 # {done}"#
     )
