@@ -11,32 +11,53 @@
 //! includes Node compiling its send path) and once after a first message
 //! (warm: closer to procward's own share).
 //!
-//! Run: `cargo bench --bench readiness` (or `cargo run --release`-style with
-//! the debug binary: `cargo bench --profile dev --bench readiness`).
+//! Run: `cargo bench --bench readiness` (or with the debug binary: `cargo
+//! bench --profile dev --bench readiness`). It needs only std, so
+//! benches/ready.sh builds it with plain `rustc -O` and names the binary to
+//! measure in `$PROCWARD` and the repository in `$ROOT`.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn monotonic_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime(2) writing into a local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
 }
 
-fn one_start(app: &Path, dir: &Path, mode: &str) -> Duration {
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+const CLOCK_MONOTONIC: i32 = 1;
+const SIGTERM: i32 = 15;
+
+fn monotonic_ns() -> u128 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime(2) writing into a local.
+    unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
+    ts.sec as u128 * 1_000_000_000 + ts.nsec as u128
+}
+
+/// `$NAME`, or else what cargo set at build time.
+fn from_env(name: &str, built: Option<&str>) -> PathBuf {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .or_else(|| built.map(PathBuf::from))
+        .unwrap_or_else(|| panic!("set ${name} (or run with cargo bench)"))
+}
+
+fn one_start(procward: &Path, app: &Path, dir: &Path, mode: &str) -> Duration {
     let sock_path = dir.join("manager.sock");
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(dir.join("sent_ns"));
     let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_procward"))
+    let mut child = Command::new(procward)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("RUNTIME_DIRECTORY", dir)
         .args([
@@ -76,7 +97,7 @@ fn one_start(app: &Path, dir: &Path, mode: &str) -> Duration {
         std::thread::sleep(Duration::from_millis(1));
     };
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { kill(child.id() as i32, SIGTERM) };
     let _ = child.wait();
     Duration::from_nanos(received.saturating_sub(sent) as u64)
 }
@@ -86,11 +107,15 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ready/ipc_app.js");
+    let procward = from_env("PROCWARD", option_env!("CARGO_BIN_EXE_procward"));
+    let root = from_env("ROOT", option_env!("CARGO_MANIFEST_DIR"));
+    let app = root.join("tests/fixtures/ready/ipc_app.js");
     let dir = std::env::temp_dir().join(format!("procward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for mode in ["bench", "bench-warm"] {
-        let mut lat: Vec<Duration> = (0..starts).map(|_| one_start(&app, &dir, mode)).collect();
+        let mut lat: Vec<Duration> = (0..starts)
+            .map(|_| one_start(&procward, &app, &dir, mode))
+            .collect();
         lat.sort();
         let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
         let us = |d: Duration| d.as_secs_f64() * 1e6;

@@ -1,4 +1,4 @@
-//! The measuring program for benches/compare.sh (kept out of `cargo bench`
+//! The measuring program of the benchmarks in benches/ (kept out of `cargo bench`
 //! discovery in this directory); std only, built with plain
 //! `rustc -O`. Three modes:
 //!
