@@ -11,12 +11,21 @@
 //! includes Node compiling its send path) and once after a first message
 //! (warm: closer to procward's own share).
 //!
+//! The floor takes turns with procward: this program itself holds the app's
+//! IPC channel (`NODE_CHANNEL_FD`, as procward would) and reads `"ready"`
+//! from it, so the difference is procward's own share: its wake-up, the
+//! message's way to the supervisor, the sd_notify datagram and the manager's
+//! wake-up.
+//!
 //! Run: `cargo bench --bench readiness` (or with the debug binary: `cargo
 //! bench --profile dev --bench readiness`). It needs only std, so
 //! benches/ready.sh builds it with plain `rustc -O` and names the binary to
 //! measure in `$PROCWARD` and the repository in `$ROOT`.
 
-use std::os::unix::net::UnixDatagram;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +39,11 @@ struct Timespec {
 extern "C" {
     fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
     fn kill(pid: i32, sig: i32) -> i32;
+    fn dup2(old: i32, new: i32) -> i32;
+    fn fcntl(fd: i32, cmd: i32, arg: i32) -> i32;
 }
+
+const F_SETFD: i32 = 2;
 
 const CLOCK_MONOTONIC: i32 = 1;
 const SIGTERM: i32 = 15;
@@ -86,16 +99,69 @@ fn one_start(procward: &Path, app: &Path, dir: &Path, mode: &str) -> Duration {
             break now;
         }
     };
+    let sent = sent_ns(dir);
+    // SAFETY: kill(2) on our own child.
+    unsafe { kill(child.id() as i32, SIGTERM) };
+    let _ = child.wait();
+    Duration::from_nanos(received.saturating_sub(sent) as u64)
+}
+
+/// The app's send time, once it has written it.
+fn sent_ns(dir: &Path) -> u128 {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let sent: u128 = loop {
+    loop {
         if let Ok(s) = std::fs::read_to_string(dir.join("sent_ns")) {
             if s.ends_with('\n') {
-                break s.trim().parse().expect("a time in ns");
+                return s.trim().parse().expect("a time in ns");
             }
         }
         assert!(Instant::now() < deadline, "the app did not write sent_ns");
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The floor: the app's IPC channel read here, with no procward between.
+fn one_floor(app: &Path, dir: &Path, mode: &str) -> Duration {
+    let _ = std::fs::remove_file(dir.join("sent_ns"));
+    let (mut ours, theirs) = UnixStream::pair().expect("socketpair");
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new("node");
+    cmd.env("NODE_CHANNEL_FD", "3")
+        .arg(app)
+        .arg(dir)
+        .arg(mode)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only dup2(2) and fcntl(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                fcntl(3, F_SETFD, 0)
+            } else {
+                dup2(fd, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
     };
+    let mut child = cmd.spawn().expect("start node");
+    drop(theirs);
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let received = loop {
+        let n = ours.read(&mut buf).expect("\"ready\" within 20 s");
+        let now = monotonic_ns();
+        assert!(n > 0, "the app closed its channel");
+        seen.extend_from_slice(&buf[..n]);
+        if seen.split(|b| *b == b'\n').any(|l| l == b"\"ready\"") {
+            break now;
+        }
+    };
+    let sent = sent_ns(dir);
     // SAFETY: kill(2) on our own child.
     unsafe { kill(child.id() as i32, SIGTERM) };
     let _ = child.wait();
@@ -113,26 +179,30 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("procward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for mode in ["bench", "bench-warm"] {
-        let mut lat: Vec<Duration> = (0..starts)
-            .map(|_| one_start(&procward, &app, &dir, mode))
-            .collect();
-        lat.sort();
-        let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let (mut lat, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..starts {
+            lat.push(one_start(&procward, &app, &dir, mode));
+            floor.push(one_floor(&app, &dir, mode));
+        }
         let which = if mode == "bench" {
             "first send"
         } else {
             "warm send"
         };
-        println!(
-            "readiness translation latency (process.send('ready') -> READY=1), {which}, {starts} starts: \
-             median {:.0} us, p25 {:.0} us, p75 {:.0} us, min {:.0} us, max {:.0} us",
-            us(at(0.5)),
-            us(at(0.25)),
-            us(at(0.75)),
-            us(lat[0]),
-            us(lat[lat.len() - 1])
-        );
+        for (what, lat) in [("", &mut lat), (", floor (no procward)", &mut floor)] {
+            lat.sort();
+            let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            println!(
+                "readiness translation latency (process.send('ready') -> READY=1), {which}{what}, {starts} starts: \
+                 median {:.0} us, p25 {:.0} us, p75 {:.0} us, min {:.0} us, max {:.0} us",
+                us(at(0.5)),
+                us(at(0.25)),
+                us(at(0.75)),
+                us(lat[0]),
+                us(lat[lat.len() - 1])
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
