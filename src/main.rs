@@ -1,6 +1,9 @@
 //! procward: the entry point. Parse the command line, set up logging and the
 //! PID 1 duties, then hand over to the supervisor.
 
+// The C `main` below replaces Rust's start-up.
+#![cfg_attr(not(test), no_main)]
+
 mod cli;
 mod config;
 mod exit;
@@ -19,27 +22,57 @@ mod status;
 mod supervise;
 mod tree;
 
-use std::process::ExitCode;
-
 use tracing::warn;
 
 use cli::{Cli, Command};
 use config::{AgentSettings, AppSpec, LogFormat};
 
-fn main() -> ExitCode {
+/// The entry point, called by the C library in place of Rust's own start-up
+/// (`std::rt::lang_start`), which procward does not need: it reads and
+/// parses /proc/self/maps to find the main thread's stack and maps a signal
+/// stack for its stack-overflow message (so an overflow here is a plain
+/// SIGSEGV). Skipping it saves 15 system calls and 4 page faults, about 4%
+/// of procward's own start (`perf stat`, `procward -- /bin/true`). Kept from
+/// it: closed standard descriptors are opened on /dev/null, so none of our
+/// sockets becomes someone's stderr; SIGPIPE is ignored, so a closed stdout
+/// is an error to report (`block_all` sets every disposition back before an
+/// app starts); stdout is flushed at the end. std reads the arguments from
+/// the C library as usual.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    for fd in 0..=2 {
+        // SAFETY: fcntl(2) and open(2) on integers and a NUL-terminated
+        // path; open returns the lowest free descriptor, the one missing.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != fd
+            {
+                libc::abort();
+            }
+        }
+    }
+    // SAFETY: ignoring a signal installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = start();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    code.into()
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn start() -> u8 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match cli::parse(args.clone()) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("procward: {msg}");
-            return ExitCode::from(exit::USAGE as u8);
+            return exit::USAGE as u8;
         }
     };
     match &cli.command {
-        Some(Command::Check(args)) => return ExitCode::from(config::commands::check(args) as u8),
-        Some(Command::Convert(args)) => {
-            return ExitCode::from(config::commands::convert(args) as u8)
-        }
+        Some(Command::Check(args)) => return config::commands::check(args) as u8,
+        Some(Command::Convert(args)) => return config::commands::convert(args) as u8,
         _ => {}
     }
     if let Some(Command::Observe(observe_args)) = cli.command {
@@ -47,19 +80,19 @@ fn main() -> ExitCode {
             Ok(p) => p,
             Err(msg) => {
                 eprintln!("procward: {msg}");
-                return ExitCode::from(exit::USAGE as u8);
+                return exit::USAGE as u8;
             }
         };
         setup_logging(&agent);
         let code = observe::run(apps, agent);
         own_log::flush(std::time::Duration::from_millis(500));
-        return ExitCode::from(code as u8);
+        return code as u8;
     }
     let (apps, agent) = match plan(cli, &args) {
         Ok(p) => p,
         Err(msg) => {
             eprintln!("procward: {msg}");
-            return ExitCode::from(exit::USAGE as u8);
+            return exit::USAGE as u8;
         }
     };
     setup_logging(&agent);
@@ -68,7 +101,7 @@ fn main() -> ExitCode {
     // The last lines (why procward stops) should reach a stderr that is
     // read; one nobody reads does not hold the exit up for long.
     own_log::flush(std::time::Duration::from_millis(500));
-    ExitCode::from(code as u8)
+    code as u8
 }
 
 /// Turns the command line into the apps to run and the agent's settings;
