@@ -273,6 +273,21 @@ pub struct AppOpts {
     /// Send the app's output to /dev/null.
     #[arg(long)]
     pub disable_logs: bool,
+    /// Restart when files change: under the app's directory, or under
+    /// PATHS (`--watch src,lib`, `--watch=src`). Dot files and node_modules
+    /// are not watched.
+    #[arg(
+        long,
+        value_name = "PATHS",
+        num_args = 0..=1,
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub watch: Option<Vec<String>>,
+    /// Restart every instance at the times of a cron expression (five
+    /// fields, or six with seconds first), in local time.
+    #[arg(long = "cron-restart", visible_alias = "cron", value_name = "CRON")]
+    pub cron_restart: Option<String>,
 }
 
 /// Agent options, read by the same definitions as the process file's
@@ -449,6 +464,18 @@ impl AppOpts {
         add("--log-max-size", "log_max_size", s(&self.log_max_size));
         add("--log-retain", "log_retain", s(&self.log_retain));
         add("--disable-logs", "disable_logs", on(self.disable_logs));
+        add(
+            "--watch",
+            "watch",
+            self.watch.as_ref().map(|p| match &p[..] {
+                [] => flag(true),
+                paths => Node::new(
+                    Value::Seq(paths.iter().map(|p| text(p)).collect()),
+                    Span::default(),
+                ),
+            }),
+        );
+        add("--cron-restart", "cron_restart", s(&self.cron_restart));
         g
     }
 
@@ -470,6 +497,30 @@ impl AppOpts {
                 .and_then(|def| def.apply)
                 .expect("every app flag has a key definition");
             apply(&mut d, &g.value).map_err(|b| refused(&g, b))?;
+        }
+        if self.cron_restart.is_some() {
+            app.cron_restart = d.cron_restart.clone();
+        }
+        if let Some(watched) = &d.watch {
+            let base = match &app.cwd {
+                Some(cwd) => cwd.clone(),
+                None => std::env::current_dir().map_err(|e| {
+                    format!("error: --watch: cannot read the current directory: {e}")
+                })?,
+            };
+            let mut spec = crate::config::load::watch_spec(&d, watched, &base);
+            // The file's other watch settings stay.
+            if let Some(old) = &app.watch {
+                spec.ignore = old.ignore.clone();
+                spec.delay = old.delay;
+                spec.follow_symlinks = old.follow_symlinks;
+            }
+            if let Some((typed, _)) = watched.iter().zip(&spec.paths).find(|(_, p)| !p.exists()) {
+                return Err(format!(
+                    "error: --watch: expected paths that exist, found `{typed}`\n  hint: `--watch` alone watches the app's directory: `procward --watch -- node app.js`"
+                ));
+            }
+            app.watch = Some(spec);
         }
         if let Some((name, _)) = d.name {
             app.name = name;
@@ -650,7 +701,6 @@ fn unknown_option(arg: &str, sub: Option<&str>) -> String {
         "-o" | "--output" => "out_file".to_string(),
         "-e" | "--error" => "error_file".to_string(),
         "-l" | "--log" => "log_file".to_string(),
-        "--cron" => "cron_restart".to_string(),
         "--interpreter-args" => "node_args".to_string(),
         _ => key,
     };
@@ -935,8 +985,8 @@ mod tests {
         );
         assert_eq!(similar_flag("--wait_ready").unwrap(), "--wait-ready");
         assert_eq!(similar_flag("--kill-timout").unwrap(), "--kill-timeout");
-        let e = unknown_option("--watch", None);
-        assert!(e.contains("does not watch files"), "{e}");
+        let e = unknown_option("--namespace", None);
+        assert!(e.contains("procward has no `--namespace`"), "{e}");
         let e = unknown_option("-c", None);
         assert!(e.contains("procward run -c FILE"), "{e}");
     }

@@ -6,6 +6,8 @@
 
 mod cli;
 mod config;
+#[allow(dead_code)] // the supervisor does not read it yet
+mod cron;
 mod exit;
 mod http;
 mod init;
@@ -21,6 +23,8 @@ mod spawn;
 mod status;
 mod supervise;
 mod tree;
+#[allow(dead_code)] // the supervisor does not read it yet
+mod watch;
 
 use tracing::warn;
 

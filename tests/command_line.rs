@@ -58,8 +58,8 @@ fn unknown_options_are_usage_errors_not_the_command() {
             "did you mean `--wait-ready`?",
         ),
         (
-            &["--watch", "--", "node", "server.js"],
-            "does not watch files",
+            &["--namespace", "web", "--", "node", "server.js"],
+            "procward has no `--namespace`",
         ),
         (
             &["-c", "ecosystem.config.js"],

@@ -64,6 +64,31 @@ pub struct AppSpec {
     /// shown only when a log key is set.
     #[serde(skip_serializing_if = "super::logs::LogSpec::is_default")]
     pub logs: super::logs::LogSpec,
+    /// PM2 `cron_restart`: restart every instance at these times.
+    pub cron_restart: Option<crate::cron::Schedule>,
+    /// PM2 `watch`: restart when files change.
+    pub watch: Option<WatchSpec>,
+}
+
+/// PM2's `watch`, `ignore_watch`, `watch_delay` and
+/// `watch_options.followSymlinks`, resolved (see `watch/`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WatchSpec {
+    /// Absolute paths watched: directories with everything under them, or
+    /// files. `watch: true` (or an empty list) is the app's directory.
+    pub paths: Vec<PathBuf>,
+    /// `ignore_watch` entries as written; `None` is PM2's default (dot
+    /// files and directories, and `node_modules`).
+    pub ignore: Option<Vec<String>>,
+    /// `watch_delay`: from the first change to the restart.
+    #[serde(with = "ms")]
+    pub delay: Duration,
+    /// `watch_options.followSymlinks` (chokidar's default: true).
+    pub follow_symlinks: bool,
+    /// The app's directory, which relative `ignore_watch` entries start
+    /// from.
+    #[serde(skip)]
+    pub base: PathBuf,
 }
 
 /// PM2's default instance variable (schema.json `instance_var`).
@@ -225,6 +250,8 @@ impl AppSpec {
             watchdog: None,
             instance_var: Some(PM2_INSTANCE_VAR.into()),
             logs: super::logs::LogSpec::default(),
+            cron_restart: None,
+            watch: None,
         }
     }
 

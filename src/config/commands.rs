@@ -181,12 +181,55 @@ fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
         if let Some(n) = l.retain {
             put("log_retain", Yaml::Number(n.into()));
         }
+        if let Some(c) = &app.cron_restart {
+            put("cron_restart", text(c.as_str()));
+        }
+        if let Some(w) = &app.watch {
+            let paths = w.paths.iter().map(|p| text(p.display()));
+            put("watch", Yaml::Sequence(paths.collect()));
+            if let Some(ignore) = &w.ignore {
+                put(
+                    "ignore_watch",
+                    Yaml::Sequence(ignore.iter().map(text).collect()),
+                );
+            }
+            put("watch_delay", ms(w.delay));
+            if !w.follow_symlinks {
+                let mut o = Mapping::new();
+                o.insert(text("followSymlinks"), Yaml::Bool(false));
+                put("watch_options", Yaml::Mapping(o));
+            }
+        }
         list.push(Yaml::Mapping(m));
     }
     let mut top = Mapping::new();
     top.insert(text("procward"), Yaml::Mapping(a));
     top.insert(text("apps"), Yaml::Sequence(list));
     Yaml::Mapping(top)
+}
+
+/// The next three restart times of each app with `cron_restart`, one
+/// line per app, in `now`'s time zone (the local one, as they run).
+fn cron_times<Tz: chrono::TimeZone>(apps: &[AppSpec], now: &chrono::DateTime<Tz>) -> Vec<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    apps.iter()
+        .filter_map(|app| {
+            let c = app.cron_restart.as_ref()?;
+            let times: Vec<String> = c
+                .upcoming(now, 3)
+                .iter()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+                .collect();
+            Some(format!(
+                "{}: cron_restart `{}` restarts next at {}",
+                app.name,
+                c.as_str(),
+                times.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// `procward check -c FILE`.
@@ -203,6 +246,9 @@ pub fn check(args: &CheckArgs) -> i32 {
                 Ok(text) => {
                     println!("# The apps as procward runs them; `procward check` of this prints it again.");
                     println!("# Environment values are not shown: each reads {HIDDEN}.");
+                    for line in cron_times(&apps, &chrono::Local::now()) {
+                        println!("# {line}");
+                    }
                     print!("{text}");
                     0
                 }
@@ -369,4 +415,24 @@ fn with_prefix(e: &Errors) -> String {
         .map(|p| format!("error: {p}"))
         .collect::<Vec<_>>()
         .join("\nprocward: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_lists_the_next_three_cron_times() {
+        let mut app = AppSpec::new("web", vec!["node".into()]);
+        app.cron_restart = Some(crate::cron::Schedule::parse("0 3 * * *").unwrap());
+        let plain = AppSpec::new("worker", vec!["node".into()]);
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-29T20:00:00+01:00").unwrap();
+        assert_eq!(
+            cron_times(&[app, plain], &now),
+            [
+                "web: cron_restart `0 3 * * *` restarts next at 2026-11-30 03:00:00 +01:00, \
+              2026-12-01 03:00:00 +01:00, 2026-12-02 03:00:00 +01:00"
+            ]
+        );
+    }
 }

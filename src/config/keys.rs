@@ -105,11 +105,23 @@ pub struct Draft {
     pub listen: Vec<crate::sockets::ListenAddr>,
     /// The log keys.
     pub logs: LogSpec,
+    /// `cron_restart`, checked.
+    pub cron_restart: Option<crate::cron::Schedule>,
+    /// `watch`: `None` when off, an empty list for the app's directory,
+    /// else the paths as written.
+    pub watch: Option<Vec<String>>,
+    /// `ignore_watch` as written; `None` for PM2's default.
+    pub ignore_watch: Option<Vec<String>>,
+    /// `watch_delay`.
+    pub watch_delay: Option<Duration>,
+    /// `watch_options.followSymlinks`.
+    pub follow_symlinks: Option<bool>,
+    /// Warnings a key leaves while it is read: (where, key path below the
+    /// app, message).
+    pub notes: Vec<(Span, String, String)>,
 }
 
 const LOG_FILES: &str = "without any log key the output passes through untouched to procward's own, for the container runtime or journald; a stream with a file goes only to its file";
-const WATCH: &str =
-    "procward does not watch files; restart with SIGHUP (a rolling reload) after deploying";
 const PM2_ONLY: &str = "a PM2 feature with no meaning under procward";
 
 /// Every app key procward knows, in the order of the README table.
@@ -144,11 +156,11 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "max_memory_hard", aliases: &[], doc: "At this memory a memory restart sends SIGKILL at once instead of waiting for kill_timeout.", default: "1.5x max_memory_restart", pm2: "-", handling: Handling::Procward, apply: Some(max_memory_hard) },
     KeyDef { name: "watchdog", aliases: &[], doc: "Restart when the app's own sd_notify WATCHDOG=1 pings stop this long.", default: "off", pm2: "-", handling: Handling::Procward, apply: Some(watchdog) },
     KeyDef { name: "listen", aliases: &[], doc: "Sockets procward binds once and passes to every instance with LISTEN_FDS: `0.0.0.0:3000`, `[::]:3000`, `unix:/path`, or a list.", default: "none", pm2: "-", handling: Handling::Procward, apply: Some(listen) },
-    KeyDef { name: "watch", aliases: &[], doc: "Restart on file changes.", default: "false", pm2: "schema.json `watch`", handling: Handling::Ignored(WATCH), apply: None },
-    KeyDef { name: "ignore_watch", aliases: &[], doc: "Paths not watched.", default: "none", pm2: "schema.json `ignore_watch`", handling: Handling::Ignored(WATCH), apply: None },
-    KeyDef { name: "watch_options", aliases: &[], doc: "chokidar options.", default: "none", pm2: "schema.json `watch_options`", handling: Handling::Ignored(WATCH), apply: None },
-    KeyDef { name: "watch_delay", aliases: &[], doc: "Delay before a watch restart.", default: "none", pm2: "schema.json `watch_delay`", handling: Handling::Ignored(WATCH), apply: None },
-    KeyDef { name: "cron_restart", aliases: &["cron"], doc: "Restart on a cron schedule.", default: "none", pm2: "schema.json `cron_restart`", handling: Handling::Ignored("procward has no scheduler; use a Kubernetes CronJob or a systemd timer that sends SIGHUP"), apply: None },
+    KeyDef { name: "cron_restart", aliases: &["cron"], doc: "Restart every instance gracefully at the times of a cron expression: five fields, or six with seconds first (`0 3 * * *`, `*/30 * * * * *`), read as PM2's croner reads them, in the local time zone (`TZ` when set). `0` turns it off. `procward check` prints the next three times; an expression that cannot be read is an error.", default: "off", pm2: "Common.js `sink.determineCron`, Worker.js `registerCron` (croner, default options)", handling: Handling::Honoured, apply: Some(cron_restart) },
+    KeyDef { name: "watch", aliases: &[], doc: "Restart the app when files change: `true` watches `cwd`; or a path, or a list of paths, relative to `cwd`. Changes within `watch_delay` of the first make one restart, and changes during a restart are skipped.", default: "false", pm2: "Watcher.js `enable` (true or [] watch pm_cwd)", handling: Handling::Honoured, apply: Some(watch) },
+    KeyDef { name: "ignore_watch", aliases: &[], doc: "Paths or globs not watched, relative to `cwd`; a path covers everything under it, and an ignored directory is never walked (a `node_modules` of any size costs nothing).", default: "dot files and directories, and `node_modules`", pm2: "Watcher.js `enable` (chokidar `ignored`)", handling: Handling::Different("the default is matched below the watched directory, not against the whole path"), apply: Some(ignore_watch) },
+    KeyDef { name: "watch_delay", aliases: &[], doc: "From the first change to the restart (ms or with a unit).", default: "0", pm2: "Watcher.js `enable` (`watch_delay || 0`)", handling: Handling::Honoured, apply: Some(watch_delay) },
+    KeyDef { name: "watch_options", aliases: &[], doc: "chokidar's options; `followSymlinks` (walk into links to directories) is read, the others are ignored with a warning.", default: "followSymlinks: true", pm2: "Watcher.js `enable` (merged into chokidar's options)", handling: Handling::Different("only `followSymlinks`: procward watches with inotify, not chokidar"), apply: Some(watch_options) },
     KeyDef { name: "out_file", aliases: &["out", "output", "out_log"], doc: "File for stdout (`/dev/null` or `NULL`: discard); `-N` is added per instance unless `merge_logs`.", default: "~/.pm2/logs/<app>-out.log", pm2: "Common.js `prepareAppConf`, God.js (`-<pm_id>` suffix)", handling: Handling::Different(LOG_FILES), apply: Some(out_file) },
     KeyDef { name: "error_file", aliases: &["error", "err", "err_file", "err_log"], doc: "File for stderr (`/dev/null` or `NULL`: discard); `-N` is added per instance unless `merge_logs`.", default: "~/.pm2/logs/<app>-error.log", pm2: "Common.js `prepareAppConf`, God.js (`-<pm_id>` suffix)", handling: Handling::Different(LOG_FILES), apply: Some(error_file) },
     KeyDef { name: "log_file", aliases: &["log"], doc: "File for both streams.", default: "none", pm2: "schema.json `log_file`", handling: Handling::Different("a path is required (PM2's `true` means a file under ~/.pm2)"), apply: Some(log_file) },
@@ -753,6 +765,105 @@ fn instance_var(d: &mut Draft, v: &Node) -> Result<(), Bad> {
             Some("e.g. `instance_var: INSTANCE_ID`"),
         )),
     }
+}
+
+/// PM2's `cron_restart`: `0`, `'0'`, an empty string or null is off
+/// (Common.js `sink.determineCron`); anything else must read as a cron
+/// expression.
+fn cron_restart(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    let expected = "`cron_restart` to be a cron expression of five fields (minute hour day month weekday) or six (seconds first)";
+    d.cron_restart = match &v.value {
+        Value::Null | Value::Bool(false) => None,
+        Value::Num(n) if *n == 0.0 => None,
+        Value::Str(s) if s.trim().is_empty() || s.trim() == "0" => None,
+        Value::Str(s) => Some(crate::cron::Schedule::parse(s).map_err(|e| Bad {
+            expected: expected.into(),
+            hint: Some(format!(
+                "{}; e.g. `0 3 * * *` (03:00 every day) or `*/30 * * * * *` (every 30 seconds)",
+                e.trim_end_matches('.')
+            )),
+        })?),
+        _ => return Err(bad(expected, Some("e.g. `cron_restart: '0 3 * * *'`"))),
+    };
+    Ok(())
+}
+
+/// A path or a list of paths; `key` names the key in the message.
+fn paths(key: &str, v: &Node) -> Result<Vec<String>, Bad> {
+    let expected = || bad(format!("`{key}` to be a path or a list of paths"), None);
+    match &v.value {
+        Value::Str(s) => Ok(vec![s.clone()]),
+        Value::Seq(items) => items
+            .iter()
+            .map(|i| match &i.value {
+                Value::Str(s) if !s.is_empty() => Ok(s.clone()),
+                _ => Err(expected()),
+            })
+            .collect(),
+        _ => Err(expected()),
+    }
+}
+
+/// PM2's `watch`: `true` (or an empty list) is the app's directory; a
+/// false value (`false`, null, an empty string) is off.
+fn watch(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.watch = match &v.value {
+        Value::Bool(true) => Some(Vec::new()),
+        Value::Bool(false) | Value::Null => None,
+        Value::Str(s) if s.is_empty() => None,
+        _ => Some(paths("watch", v).map_err(|mut b| {
+            b.expected = "`watch` to be true, a path, or a list of paths".into();
+            b.hint = Some("e.g. `watch: true` (the app's cwd) or `watch: [src, config]`".into());
+            b
+        })?),
+    };
+    Ok(())
+}
+
+fn ignore_watch(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.ignore_watch = match v.value {
+        Value::Null => None,
+        _ => Some(paths("ignore_watch", v)?),
+    };
+    Ok(())
+}
+
+fn watch_delay(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    d.watch_delay = match v.value {
+        Value::Null => None,
+        _ => Some(duration("watch_delay", v)?),
+    };
+    Ok(())
+}
+
+/// chokidar's options: `followSymlinks` is read; the others are ignored
+/// with a warning each.
+fn watch_options(d: &mut Draft, v: &Node) -> Result<(), Bad> {
+    let entries = match &v.value {
+        Value::Map(entries) => entries,
+        Value::Null => return Ok(()),
+        _ => {
+            return Err(bad(
+                "`watch_options` to be a mapping of chokidar options",
+                Some("e.g. `watch_options: {followSymlinks: false}`"),
+            ))
+        }
+    };
+    for (k, val) in entries {
+        if k.name == "followSymlinks" {
+            d.follow_symlinks = Some(boolean("watch_options.followSymlinks", val)?);
+        } else {
+            d.notes.push((
+                k.span,
+                format!("watch_options.{}", k.name),
+                format!(
+                    "`watch_options.{}` is ignored: procward watches with inotify, not chokidar; of chokidar's options only `followSymlinks` is read",
+                    k.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

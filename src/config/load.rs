@@ -536,6 +536,9 @@ impl Validator {
                             b.hint,
                         );
                     }
+                    for (span, sub, message) in std::mem::take(&mut d.notes) {
+                        self.warn(span, format!("{path}.{sub}"), message);
+                    }
                 }
                 (_, None) => {}
             }
@@ -808,6 +811,23 @@ impl Validator {
             app.instance_var = Some(var.clone());
         }
         app.listen = d.listen.clone();
+        app.cron_restart = d.cron_restart.clone();
+        if let Some(watched) = &d.watch {
+            let base = app.cwd.clone().unwrap_or_default();
+            let spec = watch_spec(d, watched, &base);
+            for p in spec.paths.iter().filter(|p| !p.exists()) {
+                let at = n.get("watch").map_or(Span::default(), |w| w.span);
+                self.warn(
+                    at,
+                    format!("apps[{i}].watch"),
+                    format!(
+                        "`{}` does not exist: nothing is watched there (PM2's chokidar would wait for it)",
+                        p.display()
+                    ),
+                );
+            }
+            app.watch = Some(spec);
+        }
         Some(app)
     }
 
@@ -842,6 +862,24 @@ impl Validator {
             }
         }
         a
+    }
+}
+
+/// The watch settings of a draft whose `watch` is on: `watched` empty is
+/// the app's directory `base` (Watcher.js `enable`), relative paths are
+/// taken from it.
+pub fn watch_spec(d: &Draft, watched: &[String], base: &Path) -> crate::config::app::WatchSpec {
+    let paths = if watched.is_empty() {
+        vec![base.to_path_buf()]
+    } else {
+        watched.iter().map(|p| normalize(&base.join(p))).collect()
+    };
+    crate::config::app::WatchSpec {
+        paths,
+        ignore: d.ignore_watch.clone(),
+        delay: d.watch_delay.unwrap_or(crate::watch::PM2_WATCH_DELAY),
+        follow_symlinks: d.follow_symlinks.unwrap_or(true),
+        base: base.to_path_buf(),
     }
 }
 
