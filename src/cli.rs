@@ -992,6 +992,27 @@ mod tests {
     }
 
     #[test]
+    fn watch_takes_no_value_or_paths_as_pm2_spells_it() {
+        let watch = |args: &[&str]| {
+            let mut a = v(&["procward"]);
+            a.extend(v(args));
+            parse(a).unwrap().app.watch
+        };
+        assert_eq!(watch(&["--watch", "--", "node", "a.js"]), Some(vec![]));
+        assert_eq!(
+            watch(&["--watch", "src,lib", "--", "node", "a.js"]),
+            Some(vec!["src".to_string(), "lib".to_string()])
+        );
+        assert_eq!(
+            watch(&["--watch=src", "--watch", "lib", "--", "node", "a.js"]),
+            Some(vec!["src".to_string(), "lib".to_string()])
+        );
+        assert_eq!(watch(&["--", "node", "a.js"]), None);
+        let cli = parse(v(&["procward", "--cron", "0 3 * * *", "--", "node"])).unwrap();
+        assert_eq!(cli.app.cron_restart.as_deref(), Some("0 3 * * *"));
+    }
+
+    #[test]
     fn ready_sources_parse() {
         assert_eq!(parse_ready("tcp:8080").unwrap(), ReadySource::Tcp(8080));
         assert!(parse_ready("tcp:http").is_err());
