@@ -61,8 +61,19 @@ pub struct Report {
 /// are merged (see the module doc).
 const EVENTS: usize = 1024;
 
-/// Where the kernel's per-user watch limit is read, for the warning.
-const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
+/// Where the kernel's watch limits are read, for the warning: the
+/// per-user limit of the host, and the one of procward's user namespace
+/// (a container's; ucounts, Linux 5.11 and later).
+const WATCH_LIMITS: [(&str, &str); 2] = [
+    (
+        "fs.inotify.max_user_watches",
+        "/proc/sys/fs/inotify/max_user_watches",
+    ),
+    (
+        "user.max_inotify_watches",
+        "/proc/sys/user/max_inotify_watches",
+    ),
+];
 
 /// Starts watching for app `app` (named `name` in logs); reports go to
 /// `tx`. A watcher that cannot be set up (no inotify instance left) is a
@@ -335,16 +346,22 @@ impl Tree {
     }
 }
 
-/// The one warning given when the kernel's watch limit is reached.
+/// The one warning given when the kernel's watch limit is reached,
+/// naming the lower of the two limits.
 fn limit_warning() -> String {
-    let limit = std::fs::read_to_string(MAX_USER_WATCHES)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
+    let (name, limit) = WATCH_LIMITS
+        .iter()
+        .filter_map(|(name, path)| {
+            let n: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+            Some((*name, n))
+        })
+        .min_by_key(|(_, n)| *n)
+        .unwrap_or(("fs.inotify.max_user_watches", 0));
     format!(
-        "the inotify watch limit is reached (fs.inotify.max_user_watches = {limit}, shared by every \
-         process of this user on the host): changes in the directories not yet watched restart \
-         nothing; raise it (`sysctl -w fs.inotify.max_user_watches=524288`, on the host for a \
-         container) or list large directories in `ignore_watch`"
+        "the inotify watch limit is reached ({name} = {limit}, shared by every process of this \
+         user): changes in the directories not yet watched restart nothing; raise it \
+         (`sysctl -w {name}=524288`, on the host for a container) or list large directories \
+         in `ignore_watch`"
     )
 }
 
@@ -465,7 +482,10 @@ mod tests {
     #[test]
     fn the_limit_warning_says_how_to_raise_it() {
         let w = limit_warning();
-        assert!(w.contains("fs.inotify.max_user_watches = "), "{w}");
+        assert!(
+            w.contains("max_user_watches = ") || w.contains("max_inotify_watches = "),
+            "{w}"
+        );
         assert!(w.contains("sysctl -w"), "{w}");
     }
 }
