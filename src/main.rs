@@ -6,7 +6,6 @@
 
 mod cli;
 mod config;
-#[allow(dead_code)] // the supervisor does not read it yet
 mod cron;
 mod exit;
 mod http;
@@ -23,7 +22,6 @@ mod spawn;
 mod status;
 mod supervise;
 mod tree;
-#[allow(dead_code)] // the supervisor does not read it yet
 mod watch;
 
 use tracing::warn;

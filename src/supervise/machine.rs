@@ -63,10 +63,10 @@ pub enum Event {
     /// Stop it for good (a control request; none is wired to it yet).
     #[allow(dead_code)]
     Stop,
-    /// Restart it gracefully, or start it if stopped (a control request;
-    /// none is wired to it yet).
-    #[allow(dead_code)]
-    Restart,
+    /// Restart it gracefully, or start it if stopped, for this reason:
+    /// `cron` and `watch` (the app's triggers), `manual` (a control
+    /// request).
+    Restart(Reason),
     /// Reload it: replace its process with a new one.
     Reload,
     /// procward is stopping: stop with this signal, restart nothing.
@@ -294,7 +294,7 @@ impl Machine<'_, '_, '_> {
                 | Event::GroupEmpty
                 | Event::Deadline
                 | Event::Stop
-                | Event::Restart
+                | Event::Restart(_)
                 | Event::Reload
                 | Event::Shutdown { .. }
                 | Event::Kill
@@ -523,12 +523,12 @@ impl Machine<'_, '_, '_> {
             // ---- Restart (manual) and Reload ----
             (
                 State::Starting { pid, since, .. } | State::Online { pid, since, .. },
-                Event::Restart,
+                Event::Restart(reason),
             ) => self.stop(
                 pid,
                 since,
                 spec.stop.kill_signal as i32,
-                Then::Restart(Reason::Manual),
+                Then::Restart(reason),
             ),
             (
                 State::Starting { pid, since, .. } | State::Online { pid, since, .. },
@@ -540,11 +540,14 @@ impl Machine<'_, '_, '_> {
                 Then::Restart(Reason::Reload),
             ),
             // Already on its way to a new process.
-            (State::Stopping { .. } | State::Emptying { .. }, Event::Restart | Event::Reload) => {}
-            (State::Waiting { .. }, Event::Restart) => self.spawn(Some(Reason::Manual)),
-            (State::Stopped { .. } | State::Errored { .. }, Event::Restart) => {
+            (
+                State::Stopping { .. } | State::Emptying { .. },
+                Event::Restart(_) | Event::Reload,
+            ) => {}
+            (State::Waiting { .. }, Event::Restart(reason)) => self.spawn(Some(reason)),
+            (State::Stopped { .. } | State::Errored { .. }, Event::Restart(reason)) => {
                 self.inst.counters = Default::default();
-                self.spawn(Some(Reason::Manual));
+                self.spawn(Some(reason));
             }
             // A reload replaces running processes; it starts nothing.
             (
@@ -760,7 +763,9 @@ impl Machine<'_, '_, '_> {
         let restart = &self.cx.spec.restart;
         let unstable = match reason {
             // Asked for: a new process at once, outside the policy.
-            Reason::Reload | Reason::Manual => return self.spawn(Some(reason)),
+            Reason::Reload | Reason::Manual | Reason::Cron | Reason::Watch => {
+                return self.spawn(Some(reason))
+            }
             // It never became ready: a failed start.
             Reason::ReadyTimeout => true,
             // Never under the cap for min_uptime: it cannot run within it.
@@ -1292,17 +1297,17 @@ mod tests {
         for st in [stopped(), errored()] {
             let mut i = inst(st);
             i.counters.unstable = 9;
-            let out = run(&mut i, &s, 100, Event::Restart);
+            let out = run(&mut i, &s, 100, Event::Restart(Reason::Manual));
             assert_eq!(out.last(), Some(&Action::Spawn));
             assert_eq!(i.counters.unstable, 0);
         }
         let mut i = inst(waiting());
         assert_eq!(
-            run(&mut i, &s, 100, Event::Restart).last(),
+            run(&mut i, &s, 100, Event::Restart(Reason::Manual)).last(),
             Some(&Action::Spawn)
         );
         let mut i = inst(online());
-        run(&mut i, &s, 100, Event::Restart);
+        run(&mut i, &s, 100, Event::Restart(Reason::Manual));
         assert!(matches!(
             i.state,
             State::Stopping {
@@ -1733,7 +1738,7 @@ mod tests {
             Event::GroupEmpty,
             Event::Deadline,
             Event::Stop,
-            Event::Restart,
+            Event::Restart(Reason::Cron),
             Event::Reload,
             Event::Shutdown { signo: 15 },
             Event::Kill,

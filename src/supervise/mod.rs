@@ -13,6 +13,7 @@ pub mod observe;
 pub mod policy;
 pub mod readiness;
 pub mod state;
+pub mod triggers;
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -59,7 +60,9 @@ pub struct Supervisor {
     orphans_reaped: u64,
     /// Signals forwarded to the apps.
     signals_forwarded: u64,
-    reload_queue: VecDeque<Slot>,
+    /// Instances to restart one at a time (a reload, or a trigger of an
+    /// app whose sockets are held), each with its event.
+    reload_queue: VecDeque<(Slot, Event)>,
     reloading: Option<Slot>,
     /// What the apps say (`ready/`), for the one owner of state.
     tx: mpsc::Sender<ready::Report>,
@@ -75,6 +78,8 @@ pub struct Supervisor {
     sockets: Vec<cluster::AppSockets>,
     /// The apps' output: pipes for captured apps, recent lines, crash tails.
     logs: crate::logs::Logs,
+    /// `cron_restart` and `watch` reports, and what each app does about them.
+    triggers: triggers::Triggers,
 }
 
 impl Supervisor {
@@ -114,6 +119,7 @@ impl Supervisor {
             sockets: (0..n_apps)
                 .map(|_| cluster::AppSockets::default())
                 .collect(),
+            triggers: triggers::Triggers::new(n_apps),
         }
     }
 
@@ -146,6 +152,7 @@ impl Supervisor {
                 self.feed((a, i), first);
             }
         }
+        self.start_triggers();
         let mut watchdog = self.ready.manager.watchdog_interval().map(|d| {
             let mut i = tokio::time::interval(d);
             // After a stall, one ping, not a burst of the missed ones.
@@ -156,6 +163,7 @@ impl Supervisor {
             self.obs
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             self.advance_reload();
+            self.advance_triggers();
             self.after_event();
             self.release_sockets();
             if let Some(code) = self.finished() {
@@ -182,6 +190,8 @@ impl Supervisor {
                 _ = sleep => self.on_deadlines(Instant::now()),
                 Some(samples) = self.samples_rx.recv() => self.on_samples(samples),
                 Some(report) = self.rx.recv() => self.on_app_event(report),
+                Some(r) = self.triggers.cron_rx.recv() => self.on_cron(r),
+                Some(r) = self.triggers.watch_rx.recv() => self.on_watch(r),
             }
         }
     }
@@ -315,13 +325,25 @@ impl Supervisor {
         self.ready.manager.reloading();
         for a in 0..self.apps.len() {
             for i in 0..self.apps[a].instances.len() {
-                let slot = (a, i);
-                if Some(slot) != self.reloading && !self.reload_queue.contains(&slot) {
-                    self.reload_queue.push_back(slot);
-                }
+                self.queue_rolling((a, i), Event::Reload);
             }
         }
         self.reload_next();
+    }
+
+    /// Queues `event` for the instance, to be fed when its turn comes
+    /// (unless it is already queued or in flight).
+    fn queue_rolling(&mut self, slot: Slot, event: Event) {
+        if Some(slot) != self.reloading && !self.reload_queue.iter().any(|(s, _)| *s == slot) {
+            self.reload_queue.push_back((slot, event));
+        }
+    }
+
+    /// Whether an instance of app `a` waits in, or is in flight of, the
+    /// one-at-a-time queue.
+    fn rolling_pending(&self, a: usize) -> bool {
+        self.reloading.is_some_and(|(x, _)| x == a)
+            || self.reload_queue.iter().any(|((x, _), _)| *x == a)
     }
 
     /// Moves a reload on once the instance in flight is ready again (or
@@ -340,15 +362,24 @@ impl Supervisor {
 
     fn reload_next(&mut self) {
         while self.reloading.is_none() {
-            let Some(slot) = self.reload_queue.pop_front() else {
+            let Some((slot, event)) = self.reload_queue.pop_front() else {
                 return;
             };
             let (a, i) = slot;
-            if matches!(
+            let runs = matches!(
                 self.apps[a].instances[i].state,
                 State::Starting { .. } | State::Online { .. }
+            );
+            // A reload replaces running processes only; a trigger's
+            // restart also starts one that has stopped.
+            if !runs && event == Event::Reload {
+                continue;
+            }
+            self.feed(slot, event);
+            if matches!(
+                self.apps[a].instances[i].state,
+                State::Starting { .. } | State::Stopping { .. } | State::Emptying { .. }
             ) {
-                self.feed(slot, Event::Reload);
                 self.reloading = Some(slot);
             }
         }
@@ -520,7 +551,7 @@ impl Supervisor {
     /// The exit code once every instance has stopped for good.
     fn finished(&self) -> Option<i32> {
         let all: Vec<&Instance> = self.apps.iter().flat_map(|a| a.instances.iter()).collect();
-        if !all.iter().all(|i| i.is_final()) {
+        if !all.iter().all(|i| i.is_final()) || self.waits_for_triggers() {
             return None;
         }
         if let Some(State::Errored { status }) = all

@@ -39,6 +39,10 @@ pub enum Reason {
     Reload,
     /// A restart asked for through the control API.
     Manual,
+    /// One of the app's `cron_restart` times.
+    Cron,
+    /// A file changed under the app's `watch`.
+    Watch,
     /// It did not become ready within `listen_timeout` (strict readiness).
     ReadyTimeout,
     /// Spawning it failed for want of a resource (EMFILE, ENFILE, EAGAIN,
@@ -48,7 +52,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::Crash,
         Reason::Signal,
         Reason::Exit,
@@ -58,6 +62,8 @@ impl Reason {
         Reason::Manual,
         Reason::ReadyTimeout,
         Reason::SpawnFailed,
+        Reason::Cron,
+        Reason::Watch,
     ];
 
     /// The label value.
@@ -72,6 +78,8 @@ impl Reason {
             Reason::Manual => "manual",
             Reason::ReadyTimeout => "ready_timeout",
             Reason::SpawnFailed => "spawn_failed",
+            Reason::Cron => "cron",
+            Reason::Watch => "watch",
         }
     }
 
