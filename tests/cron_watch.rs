@@ -134,6 +134,41 @@ fn a_file_change_restarts_the_app_exactly_once() {
 }
 
 #[test]
+fn changes_while_the_app_restarts_for_an_earlier_one_are_skipped() {
+    let p = Project::new();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut pw = Running::start_cmd(
+        Command::new(common::bin())
+            .current_dir(p.dir.path())
+            .env("STARTS", p.starts_file())
+            .env("READY_AFTER", "1000")
+            .args([
+                "--metrics",
+                &addr,
+                "--wait-ready",
+                "--watch",
+                "--",
+                "node",
+                "app.js",
+            ]),
+    );
+    pw.wait_line(&["to=\"online\""]);
+    touch(&p.path("a.js"), "");
+    p.wait_starts(2);
+    // The new process is starting (ready in a second): this change is
+    // part of the restart under way.
+    touch(&p.path("b.js"), "");
+    pw.wait_line(&["to=\"online\"", "restarts=1"]);
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        p.starts(),
+        2,
+        "the change during the restart restarted it again"
+    );
+    assert_eq!(restarts(&addr, "app", "watch"), 1.0);
+}
+
+#[test]
 fn a_change_under_node_modules_restarts_nothing_and_it_is_never_walked() {
     let p = Project::new();
     // 50,000 files in 500 packages.
@@ -249,4 +284,70 @@ fn check_prints_the_next_three_cron_times_in_the_local_zone_and_refuses_a_bad_ex
         err.contains("bad.yaml:4:19: expected `cron_restart` to be a cron expression"),
         "{err}"
     );
+}
+
+/// The position of the first line at or after `from` with every part.
+fn position(lines: &[String], from: usize, parts: &[&str]) -> Option<usize> {
+    lines[from..]
+        .iter()
+        .position(|l| parts.iter().all(|p| l.contains(p)))
+        .map(|k| k + from)
+}
+
+#[test]
+fn a_cron_restart_goes_one_instance_at_a_time_when_the_sockets_are_held() {
+    let out = common::scratch();
+    let starts = common::path_in(&out, "starts");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut pw = Running::start_cmd(Command::new(common::bin()).env("STARTS", &starts).args([
+        "--listen",
+        &listen,
+        "-i",
+        "2",
+        "--cron-restart",
+        "*/3 * * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ >> \"$STARTS\"; exec sleep 1000",
+    ]));
+    // Both instances restarted once by the first time.
+    wait_lines(&starts, "4 starts", |l| l.len() >= 4);
+    pw.wait_line(&["instance=1", "to=\"online\"", "reason=\"cron\""]);
+    pw.count_lines(&[]);
+    let seen = pw.seen.clone();
+    let first = position(&seen, 0, &["cron time: restarting"]).expect("a cron line");
+    let stop0 = position(&seen, first, &["instance=0", "to=\"stopping\""]).expect("0 stops");
+    let up0 = position(
+        &seen,
+        stop0,
+        &["instance=0", "to=\"online\"", "reason=\"cron\""],
+    )
+    .expect("0 back");
+    let stop1 = position(&seen, first, &["instance=1", "to=\"stopping\""]).expect("1 stops");
+    assert!(
+        up0 < stop1,
+        "instance 1 stopped before instance 0 was back:\n{}",
+        seen[first..].join("\n")
+    );
+}
+
+#[test]
+fn a_script_that_exits_runs_again_at_each_cron_time_with_autorestart_off() {
+    let out = common::scratch();
+    let runs = common::path_in(&out, "runs");
+    let mut pw = Running::start_cmd(Command::new(common::bin()).env("RUNS", &runs).args([
+        "--no-autorestart",
+        "--cron-restart",
+        "*/2 * * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo run >> \"$RUNS\"",
+    ]));
+    // It ran, stopped, and was started again: procward did not exit.
+    wait_lines(&runs, "3 runs", |l| l.len() >= 3);
+    assert!(pw.child.try_wait().unwrap().is_none(), "procward exited");
+    pw.signal(libc::SIGTERM);
+    pw.wait_exit();
 }
