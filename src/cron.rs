@@ -10,8 +10,9 @@
 //!
 //! - five fields (minute hour day-of-month month day-of-week), or six with
 //!   seconds first; no year field;
-//! - names (`JAN`, `MON`), ranges, steps, lists, `L`, `W`, `#` and the
-//!   `@daily`-style nicknames;
+//! - names (`JAN`, `MON`), ranges, steps, lists and `L` (the last day), as
+//!   PM2's croner 4 reads them; the Rust port also reads what later croner
+//!   versions added (`W`, `#`, `@daily`), which PM2 may refuse;
 //! - a restricted day-of-month and a restricted day-of-week are OR-ed, as
 //!   Vixie cron and croner's `legacyMode` (its default) do;
 //! - `0` or `'0'` turns it off (`determineCron`: "disabling cron restart").

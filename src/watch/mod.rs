@@ -22,7 +22,10 @@
 //!
 //! Nothing runs when `watch` is off: no inotify instance, no thread, no
 //! task. When on, notify runs one thread per app blocked in the kernel;
-//! its events come here through a bounded channel. When that channel is
+//! its events come here through a bounded channel. notify 8.0 also asks
+//! the kernel for opens (IN_OPEN): files the app opens under a watched
+//! directory wake that thread, and the events are dropped there, before
+//! the channel (PM2's chokidar reports no reads either). When that channel is
 //! full the event is dropped and the tree is walked again for directories
 //! it may have missed (the same as inotify's own queue overflow): a change
 //! is never lost, only merged.
