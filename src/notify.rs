@@ -9,7 +9,8 @@
 //! Sent, each when it becomes true, several in one datagram when together:
 //! - `READY=1`: once every instance of every app has been ready at least
 //!   once (after start-up), and again when a reload has finished;
-//! - `STATUS=...`: a one-line summary (`web 4/4 ready, 2 restarts`) whenever
+//! - `STATUS=...`: a one-line summary (`web 4/4 ready, 2 restarts`; an app
+//!   that gave up adds `, errored`) whenever
 //!   it changes;
 //! - `STOPPING=1`: when procward starts stopping its apps;
 //! - `RELOADING=1` with `MONOTONIC_USEC=...`: when a reload begins (SIGHUP,

@@ -75,3 +75,56 @@ fn exit_on_error_must_be_a_boolean() {
         "{err}"
     );
 }
+
+/// The STATUS= line procward sends its service manager names the errored
+/// app, as /readyz does. The service manager is a datagram socket the test
+/// owns, given as `NOTIFY_SOCKET`.
+#[test]
+fn the_status_line_names_the_errored_app() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = scratch();
+    let path = file(&dir, "");
+    let manager = dir.path().join("manager.sock");
+    let sock = UnixDatagram::bind(&manager).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.env("NOTIFY_SOCKET", &manager)
+        .env("RUNTIME_DIRECTORY", dir.path())
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .args(["run", "-c", &path]);
+    let mut run = Running::start_cmd(&mut cmd);
+    let mut got = Vec::new();
+    let status = loop {
+        let mut buf = [0u8; 4096];
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no STATUS= naming the errored app ({e}); got {got:?}"));
+        let d = String::from_utf8_lossy(&buf[..n]).into_owned();
+        got.push(d.clone());
+        if let Some(s) = d
+            .lines()
+            .find_map(|l| l.strip_prefix("STATUS="))
+            .filter(|s| s.contains("errored"))
+        {
+            break s.to_string();
+        }
+    };
+    let app = |name: &str| {
+        status
+            .split("; ")
+            .find(|s| s.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {status:?}"))
+            .to_string()
+    };
+    assert!(
+        app("bad").starts_with("bad 0/1 ready, ") && app("bad").ends_with(", errored"),
+        "{status}"
+    );
+    assert!(
+        app("good").starts_with("good 1/1 ready") && !app("good").contains("errored"),
+        "{status}"
+    );
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}

@@ -235,8 +235,20 @@ impl Supervisor {
                 let ready = a.instances.iter().filter(|i| i.state.is_ready()).count();
                 let restarts: u64 = a.instances.iter().map(|i| i.total_restarts()).sum();
                 let s = if restarts == 1 { "" } else { "s" };
+                // An errored instance is never restarted again: say so,
+                // as /readyz does, so `systemctl status` names the app.
+                let errored = a
+                    .instances
+                    .iter()
+                    .filter(|i| matches!(i.state, State::Errored { .. }))
+                    .count();
+                let errored = match errored {
+                    0 => String::new(),
+                    n if n == a.instances.len() => ", errored".to_string(),
+                    n => format!(", {n} errored"),
+                };
                 format!(
-                    "{} {ready}/{} ready, {restarts} restart{s}",
+                    "{} {ready}/{} ready, {restarts} restart{s}{errored}",
                     a.spec.name,
                     a.instances.len()
                 )
