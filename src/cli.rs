@@ -543,6 +543,45 @@ impl AppOpts {
         }
         Ok(())
     }
+
+    /// Overrides an observed app's settings with the options given; an
+    /// option that only means something for a started app is refused.
+    pub fn apply_observed(&self, app: &mut crate::observe::ObservedSpec) -> Result<(), String> {
+        let mut d = Draft::default();
+        d.stop.kill_signal = app.kill_signal;
+        d.stop.kill_timeout = app.kill_timeout;
+        d.ready.source = app.ready.clone();
+        d.max_memory_restart = app.max_memory_restart;
+        for g in self.given() {
+            if !matches!(
+                g.key,
+                "name" | "max_memory_restart" | "kill_signal" | "kill_timeout" | "ready"
+            ) {
+                return Err(format!(
+                    "error: {} does not apply to `{}`: procward observes it and does not start it",
+                    g.flag, app.name
+                ));
+            }
+            let apply = keys::find(g.key)
+                .and_then(|def| def.apply)
+                .expect("every app flag has a key definition");
+            apply(&mut d, &g.value).map_err(|b| refused(&g, b))?;
+        }
+        if matches!(d.ready.source, ReadySource::NodeIpc | ReadySource::SdNotify) {
+            return Err(format!(
+                "error: --ready {} needs the app as procward's child; `{}` is observed: use tcp:PORT or http://HOST:PORT/PATH",
+                d.ready.source, app.name
+            ));
+        }
+        if let Some((name, _)) = d.name {
+            app.name = name;
+        }
+        app.kill_signal = d.stop.kill_signal;
+        app.kill_timeout = d.stop.kill_timeout;
+        app.ready = d.ready.source;
+        app.max_memory_restart = d.max_memory_restart;
+        Ok(())
+    }
 }
 
 impl AgentOpts {

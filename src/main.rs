@@ -27,6 +27,7 @@ mod watch;
 use tracing::warn;
 
 use cli::{Cli, Command};
+use config::commands::Plan;
 use config::{AgentSettings, AppSpec, LogFormat};
 
 /// The entry point, called by the C library in place of Rust's own start-up
@@ -91,7 +92,13 @@ fn start() -> u8 {
         return code as u8;
     }
     let (apps, agent) = match plan(cli, &args) {
-        Ok(p) => p,
+        Ok(Plan::Supervise(apps, agent)) => (apps, agent),
+        Ok(Plan::Observe(apps, agent)) => {
+            setup_logging(&agent);
+            let code = observe::run(apps, agent);
+            own_log::flush(std::time::Duration::from_millis(500));
+            return code as u8;
+        }
         Err(msg) => {
             eprintln!("procward: {msg}");
             return exit::USAGE as u8;
@@ -108,7 +115,7 @@ fn start() -> u8 {
 
 /// Turns the command line into the apps to run and the agent's settings;
 /// every value is checked here, before anything starts.
-fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSettings), String> {
+fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<Plan, String> {
     let mut agent = AgentSettings::default();
     match cli.command {
         Some(Command::Run(args)) => config::commands::plan_run(args),
@@ -135,7 +142,7 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<(Vec<AppSpec>, AgentSet
             if app.argv.is_empty() {
                 return Err("no command given\n\nUsage: procward [OPTIONS] [--] CMD [ARGS]...\n\nFor more information, try '--help'.".into());
             }
-            Ok((vec![app], agent))
+            Ok(Plan::Supervise(vec![app], agent))
         }
     }
 }

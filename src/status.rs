@@ -42,6 +42,9 @@ pub struct Handles {
 pub struct Status {
     /// procward's version.
     pub version: &'static str,
+    /// `supervise` (procward started the apps) or `observe` (it watches
+    /// apps it did not start).
+    pub mode: &'static str,
     /// The apps, in process-file order.
     pub apps: Vec<AppStatus>,
 }

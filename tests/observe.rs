@@ -419,3 +419,162 @@ fn alone_in_its_pid_namespace_procward_says_the_namespace_must_be_shared() {
     let line = pw.wait_line(&["no process but procward's own is visible"]);
     assert!(line.contains("shareProcessNamespace: true"), "{line}");
 }
+
+/// A process file whose app has an `observe:` block: `procward run -c`
+/// observes it instead of starting it, with the app keys that apply.
+#[test]
+fn an_app_with_an_observe_block_in_a_process_file_is_observed_not_started() {
+    let t = token();
+    let dir = scratch();
+    let file = path_in(&dir, "procward.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apps:\n  - name: web\n    observe:\n      match: \"{t}\"\n    max_memory_restart: 1G\n    kill_timeout: 5s\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut pw = Running::start(&["run", "-c", &file, "--metrics", &addr]);
+    pw.wait_line(&["serving /metrics"]);
+    let (_, body) = get(&addr, "/status");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["mode"], "observe", "{v}");
+    assert_eq!(v["apps"][0]["name"], "web", "{v}");
+    assert_eq!(v["apps"][0]["memory_limit"], 1u64 << 30, "{v}");
+    assert_eq!(v["apps"][0]["instances"][0]["status"], "waiting", "{v}");
+    let record = path_in(&dir, "record");
+    let app = start_app(&t, &[("RECORD", &record)]);
+    wait_for_line(&record, &format!("up {}", app.id()));
+    let s = wait_pid(&addr, app.id());
+    assert_eq!(s["status"], "online", "{s}");
+    // procward's exit leaves the observed app running.
+    pw.signal(libc::SIGTERM);
+    assert_eq!(pw.wait_exit().code(), Some(0), "{:?}", pw.seen);
+    assert!(common::alive(app.id() as i32), "the app is not procward's");
+    end(app);
+}
+
+#[test]
+fn a_started_apps_status_says_supervise() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let pw = Running::start(&["--metrics", &addr, "--", "sleep", "1000"]);
+    let v = wait_until("/status", || {
+        let (code, body) = TcpStream::connect(&addr)
+            .ok()
+            .map(|_| get(&addr, "/status"))?;
+        (code == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    });
+    assert_eq!(v["mode"], "supervise", "{v}");
+    drop(pw);
+}
+
+/// `procward run -c FILE` with these apps: its exit code and stderr.
+fn run_file(apps: &str) -> (i32, String) {
+    let dir = scratch();
+    let file = path_in(&dir, "procward.yaml");
+    std::fs::write(&file, apps).unwrap();
+    let (code, _, err) = common::run_to_end(&["run", "-c", &file]);
+    (code, err)
+}
+
+#[test]
+fn a_bad_observe_block_is_refused_at_its_line_and_column() {
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "apps:\n  - name: web\n    observe:\n      match: \"node (\"\n",
+            &[
+                "procward.yaml:4:14",
+                "expected `match` to be a regular expression",
+            ],
+        ),
+        (
+            "apps:\n  - name: web\n    observe:\n      mach: node\n",
+            &["procward.yaml:4:7", "found `mach`", "did you mean `match`?"],
+        ),
+        (
+            "apps:\n  - name: web\n    observe:\n      match: node\n      exe: node\n",
+            &["procward.yaml:5:7", "found `match` and `exe`"],
+        ),
+        (
+            "apps:\n  - name: web\n    observe: {}\n",
+            &["procward.yaml:3:14", "in `observe`, found none"],
+        ),
+        (
+            "apps:\n  - name: web\n    script: server.js\n    observe:\n      match: node\n",
+            &["procward.yaml:3:5", "in an observed app, found `script`"],
+        ),
+        (
+            "apps:\n  - name: web\n    ready: ipc\n    observe:\n      all: true\n",
+            &["procward.yaml:3:12", "need the app as procward's child"],
+        ),
+    ];
+    for (file, want) in cases {
+        let (code, err) = run_file(file);
+        assert_eq!(code, 2, "{file}\n{err}");
+        for w in want {
+            assert!(err.contains(w), "{file}\nwanted {w:?} in:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn a_file_mixing_observed_and_started_apps_is_refused() {
+    let (code, err) = run_file(
+        "apps:\n  - name: web\n    observe:\n      match: node\n  - name: worker\n    script: sleep\n    args: \"1000\"\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`web` observed and `worker` started") && err.contains("--only"),
+        "{err}"
+    );
+    // --only picks one kind.
+    let dir = scratch();
+    let file = path_in(&dir, "procward.yaml");
+    std::fs::write(
+        &file,
+        "apps:\n  - name: web\n    observe:\n      match: node\n  - name: worker\n    script: \"true\"\n    autorestart: false\n",
+    )
+    .unwrap();
+    let (code, _, err) = common::run_to_end(&["run", "-c", &file, "--only", "worker"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// JSON and JavaScript process files take the same block; `check` prints
+/// the observed app with what applies to it, and prints it again from that.
+#[test]
+fn json_and_js_process_files_take_the_observe_block_too() {
+    let dir = scratch();
+    let js = path_in(&dir, "ecosystem.config.js");
+    std::fs::write(
+        &js,
+        "module.exports = { apps: [{ name: 'web', observe: { exe: 'python3' }, ready: 'tcp:3000', max_memory_restart: '400M' }] };\n",
+    )
+    .unwrap();
+    let (code, out, err) = common::run_to_end(&["check", "-c", &js]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "observe:\n    exe: python3",
+        "ready: tcp:3000",
+        "kill_signal: SIGTERM",
+        "max_memory_restart: 419430400",
+    ] {
+        assert!(out.contains(want), "wanted {want:?} in:\n{out}");
+    }
+    let again = path_in(&dir, "again.yaml");
+    std::fs::write(&again, &out).unwrap();
+    let (code, out2, err) = common::run_to_end(&["check", "-c", &again]);
+    assert_eq!((code, out2.as_str()), (0, out.as_str()), "{err}");
+    let json = path_in(&dir, "procward.json");
+    std::fs::write(
+        &json,
+        "{\"apps\": [{\"name\": \"web\",\n  \"observe\": {\"match\": \"(\"}}]}\n",
+    )
+    .unwrap();
+    let (code, _, err) = common::run_to_end(&["run", "-c", &json]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("procward.json:2:24") && err.contains("regular expression"),
+        "{err}"
+    );
+}

@@ -11,6 +11,7 @@ use super::load::{self, Loaded, Selection};
 use super::raw::{Key, Node, Span, Value};
 use super::{AgentSettings, AppSpec};
 use crate::cli::{CheckArgs, ConvertArgs, FileArgs, RunArgs};
+use crate::observe::ObservedSpec;
 
 /// Loads the process file with the `--env` and `--only` selection.
 fn load_file(file: &FileArgs) -> Result<Loaded, Errors> {
@@ -21,11 +22,42 @@ fn load_file(file: &FileArgs) -> Result<Loaded, Errors> {
     load::load(&file.config, &sel)
 }
 
+/// What `procward run -c` runs.
+pub enum Plan {
+    /// Start and supervise the apps.
+    Supervise(Vec<AppSpec>, AgentSettings),
+    /// Observe apps procward does not start (every app has `observe:`).
+    Observe(Vec<ObservedSpec>, AgentSettings),
+}
+
 /// Loads the file of `procward run -c`, applies the CLI overrides, and
-/// returns what to run; warnings go to stderr.
-pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> {
+/// returns what to run; warnings go to stderr. A file whose apps are all
+/// observed runs in observe mode; a file that mixes observed and started
+/// apps is refused: one agent is either an entrypoint or a sidecar.
+pub fn plan_run(args: RunArgs) -> Result<Plan, String> {
     let mut loaded = load_file(&args.file).map_err(|e| with_prefix(&e))?;
     print_warnings(&loaded.warnings);
+    if !loaded.observed.is_empty() {
+        if let Some(started) = loaded.apps.first() {
+            return Err(format!(
+                "error: {}: expected every app to have `observe:` or none, found `{}` observed and `{}` started\n  hint: one procward either starts its apps (the container's entrypoint) or observes them (a sidecar); run the observed apps from a second procward with its own file, or pick with --only",
+                args.file.config.display(),
+                loaded.observed[0].name,
+                started.name
+            ));
+        }
+        if args.app.name.is_some() && loaded.observed.len() > 1 {
+            return Err(format!(
+                "error: --name would give all {} apps the same name\n  hint: rename apps in the file, or pick one with --only",
+                loaded.observed.len()
+            ));
+        }
+        for o in &mut loaded.observed {
+            args.app.apply_observed(o)?;
+        }
+        args.agent.apply(&mut loaded.agent)?;
+        return Ok(Plan::Observe(loaded.observed, loaded.agent));
+    }
     if args.app.name.is_some() && loaded.apps.len() > 1 {
         return Err(format!(
             "error: --name would give all {} apps the same name\n  hint: rename apps in the file, or pick one with --only",
@@ -36,7 +68,7 @@ pub fn plan_run(args: RunArgs) -> Result<(Vec<AppSpec>, AgentSettings), String> 
         args.app.apply(app, super::cpus::available)?;
     }
     args.agent.apply(&mut loaded.agent)?;
-    Ok((loaded.apps, loaded.agent))
+    Ok(Plan::Supervise(loaded.apps, loaded.agent))
 }
 
 /// What `procward check` prints in place of each environment value.
@@ -47,7 +79,7 @@ const HIDDEN: &str = "(hidden)";
 /// line resolved (`interpreter: none`), so checking it again prints it
 /// again. Environment values are not printed (they may be secrets); their
 /// names are, each with the value `(hidden)`.
-fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
+fn normalized(agent: &AgentSettings, apps: &[AppSpec], observed: &[ObservedSpec]) -> Yaml {
     fn ms(d: std::time::Duration) -> Yaml {
         Yaml::Number((d.as_millis() as u64).into())
     }
@@ -202,6 +234,27 @@ fn normalized(agent: &AgentSettings, apps: &[AppSpec]) -> Yaml {
         }
         list.push(Yaml::Mapping(m));
     }
+    for o in observed {
+        use crate::observe::find::Matcher;
+        let mut m = Mapping::new();
+        m.insert(text("name"), text(&o.name));
+        let (k, v) = match &o.matcher {
+            Matcher::Cmdline(re) => ("match", text(re.as_str())),
+            Matcher::Exe(p) => ("exe", text(p.display())),
+            Matcher::AllTrees => ("all", Yaml::Bool(true)),
+        };
+        m.insert(
+            text("observe"),
+            Yaml::Mapping([(text(k), v)].into_iter().collect()),
+        );
+        m.insert(text("ready"), text(&o.ready));
+        if let Some(bytes) = o.max_memory_restart {
+            m.insert(text("max_memory_restart"), Yaml::Number(bytes.into()));
+        }
+        m.insert(text("kill_signal"), text(o.kill_signal.as_str()));
+        m.insert(text("kill_timeout"), ms(o.kill_timeout));
+        list.push(Yaml::Mapping(m));
+    }
     let mut top = Mapping::new();
     top.insert(text("procward"), Yaml::Mapping(a));
     top.insert(text("apps"), Yaml::Sequence(list));
@@ -237,12 +290,13 @@ pub fn check(args: &CheckArgs) -> i32 {
     match load_file(&args.file) {
         Ok(Loaded {
             apps,
+            observed,
             agent,
             warnings,
             ..
         }) => {
             print_warnings(&warnings);
-            match serde_norway::to_string(&normalized(&agent, &apps)) {
+            match serde_norway::to_string(&normalized(&agent, &apps, &observed)) {
                 Ok(text) => {
                     println!("# The apps as procward runs them; `procward check` of this prints it again.");
                     println!("# Environment values are not shown: each reads {HIDDEN}.");

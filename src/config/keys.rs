@@ -119,6 +119,9 @@ pub struct Draft {
     /// Warnings a key leaves while it is read: (where, key path below the
     /// app, message).
     pub notes: Vec<(Span, String, String)>,
+    /// procward's `observe:` block, read by `config::load` (it reports
+    /// errors at the block's own keys): the app is observed, not started.
+    pub observe: Option<crate::observe::find::Matcher>,
 }
 
 const LOG_FILES: &str = "without any log key the output passes through untouched to procward's own, for the container runtime or journald; a stream with a file goes only to its file";
@@ -151,6 +154,7 @@ pub const APP_KEYS: &[KeyDef] = &[
     KeyDef { name: "gid", aliases: &["group"], doc: "Run with this group (name or number).", default: "the user's primary group", pm2: "schema.json `gid`", handling: Handling::Different("names come from /etc/group read directly (no NSS)"), apply: Some(group) },
     KeyDef { name: "port", aliases: &[], doc: "Shortcut for `PORT` in the environment.", default: "none", pm2: "Common.js `prepareAppConf` (app.env.PORT = app.port)", handling: Handling::Honoured, apply: Some(port) },
     KeyDef { name: "kill_signal", aliases: &[], doc: "Signal that asks the app to stop.", default: "SIGINT", pm2: "PM2's PM2_KILL_SIGNAL variable", handling: Handling::Procward, apply: Some(kill_signal) },
+    KeyDef { name: "observe", aliases: &[], doc: "Observe this app instead of starting it (a sidecar in a pod that shares its PID namespace): `match: REGEX` on the command line, `exe: PATH`, or `all: true`. Only `name`, `ready` (tcp or http), `max_memory_restart`, `kill_signal` (default SIGTERM) and `kill_timeout` apply.", default: "none", pm2: "-", handling: Handling::Procward, apply: Some(observe) },
     KeyDef { name: "ready", aliases: &[], doc: "Readiness source: started, ipc, notify, tcp:PORT or http://HOST:PORT/PATH.", default: "started (ipc with wait_ready)", pm2: "-", handling: Handling::Procward, apply: Some(ready) },
     KeyDef { name: "strict_ready", aliases: &[], doc: "Hitting listen_timeout is a failed start.", default: "false", pm2: "-", handling: Handling::Procward, apply: Some(strict_ready) },
     KeyDef { name: "max_memory_hard", aliases: &[], doc: "At this memory a memory restart sends SIGKILL at once instead of waiting for kill_timeout.", default: "1.5x max_memory_restart", pm2: "-", handling: Handling::Procward, apply: Some(max_memory_hard) },
@@ -713,6 +717,17 @@ fn ready(d: &mut Draft, v: &Node) -> Result<(), Bad> {
         )
     })?;
     Ok(())
+}
+
+/// Only the block's shape is checked here; `config::load` reads its keys.
+fn observe(_: &mut Draft, v: &Node) -> Result<(), Bad> {
+    match v.value {
+        Value::Map(_) => Ok(()),
+        _ => Err(bad(
+            "`observe` to be a mapping with `match`, `exe` or `all`",
+            Some("e.g. `observe: {match: \"node .*server.js\"}`"),
+        )),
+    }
 }
 
 fn strict_ready(d: &mut Draft, v: &Node) -> Result<(), Bad> {

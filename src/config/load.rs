@@ -13,11 +13,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::agent::{self, AgentSettings};
+use super::app::ReadySource;
 use super::app::{AppSpec, ExecMode};
 use super::error::{closest, Errors, Problem};
 use super::keys::{self, Draft, Handling};
 use super::raw::{Key, Node, Span, Value};
 use super::{cpus, js, json, users, yaml};
+use crate::observe::find::Matcher;
+use crate::observe::ObservedSpec;
 
 /// What the caller picks from the file.
 #[derive(Debug, Default, Clone)]
@@ -31,8 +34,10 @@ pub struct Selection {
 /// A loaded process file.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The apps, in the order listed.
+    /// The apps to start, in the order listed.
     pub apps: Vec<AppSpec>,
+    /// The apps to observe (an `observe:` block), in the order listed.
+    pub observed: Vec<ObservedSpec>,
     /// The agent's settings from the `procward:` section (CLI flags not yet
     /// applied).
     pub agent: AgentSettings,
@@ -97,7 +102,23 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         cpus: cpus::available(),
     };
     let mut apps = Vec::new();
+    let mut observed = Vec::new();
     for (d, _, i) in &drafts {
+        if let Some(matcher) = &d.observe {
+            observed.push(ObservedSpec {
+                name: d.name.clone().map_or_else(|| "app".into(), |n| n.0),
+                matcher: matcher.clone(),
+                ready: d.ready.source.clone(),
+                max_memory_restart: d.max_memory_restart,
+                // The kubelet's stop signal, as `procward observe` sends.
+                kill_signal: match app_nodes[*i].get("kill_signal") {
+                    Some(_) => d.stop.kill_signal,
+                    None => nix::sys::signal::Signal::SIGTERM,
+                },
+                kill_timeout: d.stop.kill_timeout,
+            });
+            continue;
+        }
         if let Some(app) = v.resolve(d, app_nodes[*i], *i, &ctx) {
             apps.push(app);
         }
@@ -116,7 +137,11 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         return Err(Errors(v.errors));
     }
     if !sel.only.is_empty() {
-        let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+        let names: Vec<&str> = apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(observed.iter().map(|o| o.name.as_str()))
+            .collect();
         let unknown: Vec<&String> = sel
             .only
             .iter()
@@ -140,10 +165,12 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
             return Err(Errors(vec![p]));
         }
         apps.retain(|a| sel.only.contains(&a.name));
+        observed.retain(|o| sel.only.contains(&o.name));
     }
     let tree = with_dotenv(tree, &ctx.dotenv);
     Ok(Loaded {
         apps,
+        observed,
         agent,
         warnings: v.warnings,
         tree,
@@ -557,6 +584,10 @@ impl Validator {
             d.env.retain(|(n, _)| *n != k);
             d.env.push((k, val));
         }
+        if let Some(block) = n.get("observe").filter(|b| b.as_map().is_some()) {
+            self.observed(&mut d, n, block, &path);
+            return Some(d);
+        }
         if d.script.is_none() {
             self.error(
                 n.span,
@@ -566,6 +597,127 @@ impl Validator {
             );
         }
         Some(d)
+    }
+
+    /// An app with an `observe:` block: how its processes are matched, and
+    /// only the keys that mean something for an app procward does not start.
+    fn observed(&mut self, d: &mut Draft, n: &Node, block: &Node, path: &str) {
+        const KEYS: [&str; 6] = [
+            "name",
+            "observe",
+            "ready",
+            "max_memory_restart",
+            "kill_signal",
+            "kill_timeout",
+        ];
+        for (k, _) in n.as_map().unwrap_or_default() {
+            if !KEYS.contains(&k.name.as_str()) {
+                self.error(
+                    k.span,
+                    format!("{path}.{}", k.name),
+                    format!(
+                        "expected only `{}` in an observed app, found `{}`",
+                        KEYS.join("`, `"),
+                        k.name
+                    ),
+                    Some("procward does not start an observed app (its own container does): drop the key, or drop `observe:` to have procward start the app".into()),
+                );
+            }
+        }
+        if matches!(d.ready.source, ReadySource::NodeIpc | ReadySource::SdNotify) {
+            let at = n
+                .get("ready")
+                .or(n.get("wait_ready"))
+                .map_or(n.span, |r| r.span);
+            self.error(
+                at,
+                format!("{path}.ready"),
+                format!(
+                    "expected `ready` to be started, tcp:PORT or http://HOST:PORT/PATH in an observed app, found `{}`",
+                    d.ready.source
+                ),
+                Some("ipc and notify need the app as procward's child".into()),
+            );
+        }
+        let before = self.errors.len();
+        let mut found: Vec<(&Key, Matcher)> = Vec::new();
+        for (k, v) in block.as_map().unwrap_or_default() {
+            let kpath = format!("{path}.observe.{}", k.name);
+            let m = match (k.name.as_str(), &v.value) {
+                ("match", Value::Str(re)) => {
+                    match regex_lite::Regex::new(re) {
+                        Ok(r) => Matcher::Cmdline(r),
+                        Err(e) => {
+                            self.error(
+                            v.span,
+                            kpath,
+                            format!("expected `match` to be a regular expression, found `{re}`: {e}"),
+                            None,
+                        );
+                            continue;
+                        }
+                    }
+                }
+                ("exe", Value::Str(p)) if !p.is_empty() => Matcher::Exe(PathBuf::from(p)),
+                ("all", Value::Bool(true)) => Matcher::AllTrees,
+                ("match" | "exe" | "all", _) => {
+                    let expected = match k.name.as_str() {
+                        "match" => "`match` to be a regular expression matched against the command line (\"node .*server.js\")",
+                        "exe" => "`exe` to be an executable, as a full path or a file name",
+                        _ => "`all` to be true (every process tree but procward's own and PID 1)",
+                    };
+                    self.error(
+                        v.span,
+                        kpath,
+                        format!("expected {expected}, found {}", v.found()),
+                        None,
+                    );
+                    continue;
+                }
+                _ => {
+                    let hint = match closest(&k.name, ["match", "exe", "all"]) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => "`observe:` takes one of `match`, `exe` or `all`".into(),
+                    };
+                    self.error(
+                        k.span,
+                        kpath,
+                        format!("expected `match`, `exe` or `all`, found `{}`", k.name),
+                        Some(hint),
+                    );
+                    continue;
+                }
+            };
+            found.push((k, m));
+        }
+        match found.len() {
+            0 if self.errors.len() == before => self.error(
+                block.span,
+                format!("{path}.observe"),
+                "expected `match`, `exe` or `all` in `observe`, found none".into(),
+                Some("e.g. `observe: {match: \"node .*server.js\"}`".into()),
+            ),
+            0 => {}
+            1 => d.observe = found.pop().map(|(_, m)| m),
+            _ => self.error(
+                found[1].0.span,
+                format!("{path}.observe.{}", found[1].0.name),
+                format!(
+                    "expected one of `match`, `exe` or `all`, found `{}` and `{}`",
+                    found[0].0.name, found[1].0.name
+                ),
+                Some("keep the one that picks the app's processes".into()),
+            ),
+        }
+        if d.name.is_none() {
+            let name = match &d.observe {
+                Some(Matcher::Exe(exe)) => exe
+                    .file_name()
+                    .map_or_else(|| "app".into(), |f| f.to_string_lossy().into_owned()),
+                _ => "app".into(),
+            };
+            d.name = Some((name, n.span));
+        }
     }
 
     fn unique_names(&mut self, drafts: &[(Draft, Span, usize)]) {

@@ -252,10 +252,17 @@ impl Observer {
             .ok()
         });
         let (tx, rx) = mpsc::channel(64);
+        let apps: Vec<Watched> = specs.into_iter().map(Watched::new).collect();
+        // /status shows the apps from the first request, before any pass.
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION"),
+            mode: "observe",
+            apps: apps.iter().map(Watched::status).collect(),
+        };
         Observer {
-            apps: specs.into_iter().map(Watched::new).collect(),
+            apps,
             metrics,
-            status: watch::channel(Arc::new(Status::default())).0,
+            status: watch::channel(Arc::new(status)).0,
             heartbeat: Arc::new(Heartbeat::new()),
             interval: agent.sample_interval,
             scan,
@@ -324,6 +331,7 @@ impl Observer {
                 let apps = self.apps.iter().map(Watched::status).collect();
                 self.status.send_replace(Arc::new(Status {
                     version: env!("CARGO_PKG_VERSION"),
+                    mode: "observe",
                     apps,
                 }));
             }

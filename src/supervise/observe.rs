@@ -291,6 +291,7 @@ impl Observer {
             .collect();
         Status {
             version: env!("CARGO_PKG_VERSION"),
+            mode: "supervise",
             apps,
         }
     }
