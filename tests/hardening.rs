@@ -139,6 +139,32 @@ fn descriptors_sent_on_the_notify_socket_are_all_closed() {
     assert_eq!(get_within(&addr, "/healthz", PATIENCE), 200);
     // Over 16 descriptors: the datagram is dropped whole, as systemd does.
     assert_eq!(pw.count_lines(&["status=\"with descriptors\""]), 0);
+    // The flood is one line at once for its first datagram, then one
+    // summary when the 10 s window ends; descriptors have their own series.
+    let summary = pw.wait_line(&["notify datagrams dropped in the last 10 s: "]);
+    assert!(
+        summary.contains(" foreign_sender; ") && summary.contains(" descriptors closed"),
+        "{summary}"
+    );
+    assert_eq!(
+        pw.count_lines(&["notify datagrams dropped in the last 10 s"]),
+        1,
+        "one summary line per window"
+    );
+    let m = scrape(&addr);
+    let fds = metric(
+        &m,
+        r#"procward_dropped_inputs_total{input="notify_descriptors"}"#,
+    );
+    assert!(
+        fds.is_some_and(|n| n >= 80.0),
+        "80 datagrams with descriptors: {m}"
+    );
+    let senders = metric(
+        &m,
+        r#"procward_dropped_inputs_total{input="notify_sender"}"#,
+    );
+    assert_eq!(senders, Some(40.0), "40 datagrams from outside: {m}");
 
     // A restarted app still gets its notify socket and is ready again.
     std::fs::remove_file(dir.path().join("socket")).unwrap();

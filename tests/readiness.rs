@@ -326,16 +326,12 @@ fn garbage_and_a_10mb_line_are_dropped_and_counted_and_ready_still_works() {
     ];
     let mut p = start(&m, &opts, &strs(&app));
     let pid = pid_in(dir.path());
-    let line = p.wait_line(&["dropped input from the app", "reason=\"garbage\""]);
+    let line = p.wait_line(&["IPC lines dropped: ", " garbage"]);
     assert!(
-        line.contains("count=3"),
+        line.contains("3 garbage"),
         "three lines that are not JSON: {line}"
     );
-    p.wait_line(&[
-        "dropped input from the app",
-        "reason=\"too_long\"",
-        "count=1",
-    ]);
+    p.wait_line(&["IPC line", " dropped: ", "1 too_long"]);
     m.wait("READY=1");
     wait_file(&dir.path().join("alive"));
     assert!(alive(pid), "the app keeps running");
@@ -428,7 +424,7 @@ fn a_datagram_from_a_foreign_process_is_rejected() {
         .unwrap()
         .send_to(b"READY=1", &socket)
         .unwrap();
-    p.wait_line(&["dropped input from the app", "reason=\"foreign_sender\""]);
+    p.wait_line(&["1 notify datagram dropped: 1 foreign_sender"]);
     let text = metrics(port);
     let counted = "procward_dropped_inputs_total{input=\"notify_sender\"} 1";
     assert!(text.contains(counted), "{text}");

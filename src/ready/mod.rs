@@ -81,14 +81,17 @@ pub enum Event {
     /// Another `@pm2/io` message (`axm:action`, `axm:option:configuration`,
     /// `axm:reply`, ...); its type.
     Axm(String),
-    /// Input dropped: `count` lines or datagrams from `input`, for `reason`.
+    /// Input dropped from `input` since the last such event: how many for
+    /// each reason, indexed like [`Dropped::ALL`] (descriptors one by one,
+    /// the rest as lines or datagrams), summed over `over` when the report
+    /// sums a window of drops.
     Dropped {
         /// Where it came from.
         input: Input,
-        /// Why.
-        reason: Dropped,
-        /// How many since the last such event.
-        count: u64,
+        /// How many, by reason.
+        counts: [u64; Dropped::ALL.len()],
+        /// The window summed, if any.
+        over: Option<std::time::Duration>,
     },
 }
 

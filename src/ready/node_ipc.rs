@@ -196,17 +196,18 @@ async fn read_loop(
                 return;
             }
         }
-        for (reason, count) in [(Dropped::Garbage, garbage), (Dropped::TooLong, too_long)] {
-            if count > 0 {
-                out.push(Report {
-                    pid,
-                    event: Event::Dropped {
-                        input: Input::Ipc,
-                        reason,
-                        count,
-                    },
-                });
-            }
+        if garbage > 0 || too_long > 0 {
+            let mut counts = [0; Dropped::ALL.len()];
+            counts[Dropped::Garbage.index()] = garbage;
+            counts[Dropped::TooLong.index()] = too_long;
+            out.push(Report {
+                pid,
+                event: Event::Dropped {
+                    input: Input::Ipc,
+                    counts,
+                    over: None,
+                },
+            });
         }
         for msg in out {
             if !deliver(&tx, msg).await {

@@ -191,10 +191,14 @@ async fn read_loop(
                 }
             },
             _ = sleep_until_some(due) => {
+                let mut counts = [0; Dropped::ALL.len()];
                 for (reason, count) in tally.flush(Instant::now()) {
-                    if !deliver(&tx, dropped(pid, reason, count)).await {
-                        return;
-                    }
+                    counts[reason.index()] = count;
+                }
+                if counts.iter().any(|&c| c > 0)
+                    && !deliver(&tx, dropped(pid, counts, Some(DROP_REPORT_INTERVAL))).await
+                {
+                    return;
                 }
                 continue;
             }
@@ -209,14 +213,18 @@ async fn read_loop(
         };
         let (drops, msgs) = judge(&d, pid, forward_ready);
         let now = Instant::now();
-        let report = drops
+        let mut counts = [0; Dropped::ALL.len()];
+        for (reason, count) in drops
             .into_iter()
-            .filter_map(|(reason, count)| tally.add(reason, count, now));
-        for msg in msgs
-            .into_iter()
-            .chain(report.map(|(r, c)| dropped(pid, r, c)))
-            .collect::<Vec<_>>()
+            .filter_map(|(reason, count)| tally.add(reason, count, now))
         {
+            counts[reason.index()] += count;
+        }
+        let report = counts
+            .iter()
+            .any(|&c| c > 0)
+            .then(|| dropped(pid, counts, None));
+        for msg in msgs.into_iter().chain(report) {
             if !deliver(&tx, msg).await {
                 return;
             }
@@ -232,13 +240,13 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-fn dropped(pid: i32, reason: Dropped, count: u64) -> Report {
+fn dropped(pid: i32, counts: [u64; Dropped::ALL.len()], over: Option<Duration>) -> Report {
     Report {
         pid,
         event: Event::Dropped {
             input: Input::Notify,
-            reason,
-            count,
+            counts,
+            over,
         },
     }
 }

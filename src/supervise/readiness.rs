@@ -170,26 +170,29 @@ impl Supervisor {
             Event::Axm(kind) => debug!(app, instance = i, pid, kind, "@pm2/io message"),
             Event::Dropped {
                 input,
-                reason,
-                count,
+                counts,
+                over,
             } => {
-                let k = reason.index();
-                self.ready.dropped[k] += count;
-                // procward_dropped_inputs_total{input="ipc"|"notify"|"notify_sender"}
-                let label = match (input, reason) {
-                    (Input::Notify, Dropped::Foreign) => "notify_sender",
-                    (input, _) => input.as_str(),
-                };
-                self.obs.input_dropped(label, count);
+                for (reason, &count) in Dropped::ALL.iter().zip(&counts) {
+                    self.ready.dropped[reason.index()] += count;
+                    // procward_dropped_inputs_total{input="ipc"|"notify"|
+                    // "notify_sender"|"notify_descriptors"}
+                    let label = match (input, reason) {
+                        (Input::Notify, Dropped::Foreign) => "notify_sender",
+                        (Input::Notify, Dropped::Descriptors) => "notify_descriptors",
+                        (input, _) => input.as_str(),
+                    };
+                    if count > 0 {
+                        self.obs.input_dropped(label, count);
+                    }
+                }
                 warn!(
                     app,
                     instance = i,
                     pid,
                     input = input.as_str(),
-                    reason = reason.as_str(),
-                    count,
-                    total = self.ready.dropped[k],
-                    "dropped input from the app"
+                    "{}",
+                    dropped_summary(input, &counts, over)
                 );
             }
         }
@@ -266,5 +269,98 @@ impl Supervisor {
                 })
                 .max(),
         }
+    }
+}
+
+/// One line for a report of dropped input: "12,345 notify datagrams
+/// dropped in the last 10 s: 12,000 garbage, 345 foreign_sender; 20
+/// descriptors closed".
+fn dropped_summary(
+    input: Input,
+    counts: &[u64; Dropped::ALL.len()],
+    over: Option<std::time::Duration>,
+) -> String {
+    let noun = match input {
+        Input::Ipc => ("IPC line", "IPC lines"),
+        Input::Notify => ("notify datagram", "notify datagrams"),
+    };
+    let when = over
+        .map(|d| format!(" in the last {} s", d.as_secs()))
+        .unwrap_or_default();
+    let fds = counts[Dropped::Descriptors.index()];
+    let reasons: Vec<String> = Dropped::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(r, n)| **r != Dropped::Descriptors && **n > 0)
+        .map(|(r, n)| format!("{} {}", thousands(*n), r.as_str()))
+        .collect();
+    let total: u64 = counts.iter().sum::<u64>() - fds;
+    let mut line = String::new();
+    if total > 0 {
+        let noun = if total == 1 { noun.0 } else { noun.1 };
+        line = format!(
+            "{} {noun} dropped{when}: {}",
+            thousands(total),
+            reasons.join(", ")
+        );
+    }
+    if fds > 0 {
+        let s = if fds == 1 { "" } else { "s" };
+        line = if line.is_empty() {
+            format!(
+                "{} descriptor{s} sent with notify datagrams closed{when}",
+                thousands(fds)
+            )
+        } else {
+            format!("{line}; {} descriptor{s} closed", thousands(fds))
+        };
+    }
+    line
+}
+
+/// `12345` as `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (k, c) in digits.chars().enumerate() {
+        if k > 0 && (digits.len() - k) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_window_of_drops_reads_as_one_summary_line() {
+        let mut counts = [0; Dropped::ALL.len()];
+        counts[Dropped::Garbage.index()] = 12_000;
+        counts[Dropped::Foreign.index()] = 345;
+        counts[Dropped::Descriptors.index()] = 20;
+        assert_eq!(
+            dropped_summary(Input::Notify, &counts, Some(Duration::from_secs(10))),
+            "12,345 notify datagrams dropped in the last 10 s: 12,000 garbage, 345 foreign_sender; 20 descriptors closed"
+        );
+    }
+
+    #[test]
+    fn a_single_drop_reads_in_the_singular() {
+        let mut counts = [0; Dropped::ALL.len()];
+        counts[Dropped::TooLong.index()] = 1;
+        assert_eq!(
+            dropped_summary(Input::Ipc, &counts, None),
+            "1 IPC line dropped: 1 too_long"
+        );
+        let mut counts = [0; Dropped::ALL.len()];
+        counts[Dropped::Descriptors.index()] = 1_000_000;
+        assert_eq!(
+            dropped_summary(Input::Notify, &counts, Some(Duration::from_secs(10))),
+            "1,000,000 descriptors sent with notify datagrams closed in the last 10 s"
+        );
     }
 }
