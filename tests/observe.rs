@@ -525,7 +525,9 @@ fn a_file_mixing_observed_and_started_apps_is_refused() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("`web` observed and `worker` started") && err.contains("--only"),
+        err.contains("procward.yaml:2:5: expected every app to have `observe:` or none")
+            && err.contains("`web` observed and `worker` started")
+            && err.contains("--only"),
         "{err}"
     );
     // --only picks one kind.
@@ -575,6 +577,23 @@ fn json_and_js_process_files_take_the_observe_block_too() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("procward.json:2:24") && err.contains("regular expression"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_a_file_mixing_observed_and_started_apps_too() {
+    let dir = scratch();
+    let file = path_in(&dir, "procward.yaml");
+    std::fs::write(
+        &file,
+        "apps:\n  - name: worker\n    script: sleep\n  - name: web\n    observe:\n      all: true\n",
+    )
+    .unwrap();
+    let (code, _, err) = common::run_to_end(&["check", "-c", &file]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("procward.yaml:4:5: expected every app"),
         "{err}"
     );
 }

@@ -38,14 +38,7 @@ pub fn plan_run(args: RunArgs) -> Result<Plan, String> {
     let mut loaded = load_file(&args.file).map_err(|e| with_prefix(&e))?;
     print_warnings(&loaded.warnings);
     if !loaded.observed.is_empty() {
-        if let Some(started) = loaded.apps.first() {
-            return Err(format!(
-                "error: {}: expected every app to have `observe:` or none, found `{}` observed and `{}` started\n  hint: one procward either starts its apps (the container's entrypoint) or observes them (a sidecar); run the observed apps from a second procward with its own file, or pick with --only",
-                args.file.config.display(),
-                loaded.observed[0].name,
-                started.name
-            ));
-        }
+        // `load` refuses a file that mixes observed and started apps.
         if args.app.name.is_some() && loaded.observed.len() > 1 {
             return Err(format!(
                 "error: --name would give all {} apps the same name\n  hint: rename apps in the file, or pick one with --only",

@@ -167,6 +167,23 @@ pub fn load(file: &Path, sel: &Selection) -> Result<Loaded, Errors> {
         apps.retain(|a| sel.only.contains(&a.name));
         observed.retain(|o| sel.only.contains(&o.name));
     }
+    // One procward is either the apps' entrypoint or their sidecar.
+    if let (Some(o), Some(a)) = (observed.first(), apps.first()) {
+        let at = drafts
+            .iter()
+            .find(|(d, _, _)| d.observe.is_some() && d.name.as_ref().is_some_and(|n| n.0 == o.name))
+            .map_or(Span::default(), |(_, span, _)| *span);
+        return Err(Errors(vec![Problem {
+            file: file.to_path_buf(),
+            span: at,
+            path: String::new(),
+            message: format!(
+                "expected every app to have `observe:` or none, found `{}` observed and `{}` started",
+                o.name, a.name
+            ),
+            hint: Some("one procward either starts its apps (the container's entrypoint) or observes them (a sidecar): give the observed apps a procward and a file of their own, or pick one kind with --only".into()),
+        }]));
+    }
     let tree = with_dotenv(tree, &ctx.dotenv);
     Ok(Loaded {
         apps,
