@@ -62,7 +62,13 @@ impl Observer {
         Observer {
             metrics,
             roots: watch::channel(Vec::new()).0,
-            status: watch::channel(Arc::new(Status::default())).0,
+            // Until the first snapshot: no apps yet, but the mode is known.
+            status: watch::channel(Arc::new(Status {
+                version: env!("CARGO_PKG_VERSION"),
+                mode: "supervise",
+                ..Status::default()
+            }))
+            .0,
             heartbeat: Arc::new(Heartbeat::new()),
             usage: apps
                 .iter()
