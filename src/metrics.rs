@@ -73,6 +73,7 @@ pub struct Metrics {
     instances: Vec<Vec<InstanceMetrics>>,
     time_to_ready: Vec<Histogram>,
     exits: IntCounterVec,
+    reloads: IntCounterVec,
     orphans: IntCounter,
     signals: IntCounter,
     dropped: IntCounterVec,
@@ -175,6 +176,23 @@ impl Metrics {
                 &["app", "instance", "code", "signal"],
             )?,
         )?;
+        let reloads = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "procward_reloads_total",
+                    "Reloads of an instance, by result (done, aborted, not_running)",
+                ),
+                &["app", "result"],
+            )?,
+        )?;
+        if exits_seen {
+            for a in apps {
+                for result in ["done", "aborted"] {
+                    reloads.with_label_values(&[a.name.as_str(), result]);
+                }
+            }
+        }
         let up = int_gauges(
             &r,
             "procward_up",
@@ -392,6 +410,7 @@ impl Metrics {
             registry: r,
             instances,
             exits,
+            reloads,
             orphans,
             signals,
             dropped,
@@ -530,6 +549,14 @@ impl Metrics {
             p.uptime
                 .set(m.started.map_or(0.0, |s| s.elapsed().as_secs_f64().floor()));
         }
+    }
+
+    /// A reload of an instance of app `a` ended with `result`.
+    pub fn reloaded(&self, a: usize, result: &str) {
+        self.touch();
+        self.reloads
+            .with_label_values(&[self.app_names[a].as_str(), result])
+            .inc();
     }
 
     /// The instance has no process: its usage series read 0.

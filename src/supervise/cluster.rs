@@ -56,6 +56,13 @@ impl Supervisor {
         spec.exec_mode == ExecMode::Cluster && spec.ready.source == ReadySource::Started
     }
 
+    /// Whether procward holds (or will make) the sockets app `a` listens
+    /// on: a cluster-mode app, or one with `listen` sockets. Its reload
+    /// overlaps the old and the new process.
+    pub(super) fn holds_sockets(&self, a: usize) -> bool {
+        self.apps[a].spec.exec_mode == ExecMode::Cluster || !self.sockets[a].listen.is_empty()
+    }
+
     /// A cluster message from worker `pid`.
     pub(super) fn on_cluster(&mut self, pid: i32, request: Request) {
         let Some(&slot) = self.by_pid.get(&pid) else {
@@ -67,7 +74,9 @@ impl Supervisor {
             Act::QueryServer(q) => self.query_server(slot, pid, request.seq, q),
             Act::Listening => {
                 debug!(app, instance = slot.1, pid, "cluster worker listening");
-                if self.ready_on_listening(slot.0) {
+                // The old process of a reload listened long ago.
+                let current = self.apps[slot.0].instances[slot.1].state.pid() == Some(pid);
+                if self.ready_on_listening(slot.0) && current {
                     self.feed(slot, super::machine::Event::Ready);
                 }
             }

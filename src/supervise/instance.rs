@@ -33,16 +33,22 @@ pub struct Instance {
     pub draining: Option<Draining>,
 }
 
-/// An old process of the instance, asked to stop, that may still serve its
-/// last requests while the new one starts.
+/// An old process of the instance during a rolling reload: it serves while
+/// its replacement starts, then is asked to stop and may finish its last
+/// requests while the new one serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draining {
     /// Its pid, also its process group.
     pub pid: i32,
     /// When it was spawned.
     pub since: Instant,
-    /// When SIGKILL is due; `None` once it has been sent.
+    /// When SIGKILL is due; `None` while it still serves (not asked to
+    /// stop yet) and once SIGKILL has been sent.
     pub kill_at: Option<Instant>,
+    /// When it became ready, while it still serves: its replacement is
+    /// not ready yet, and it becomes the current process again if the
+    /// replacement fails. `None` once it has been asked to stop.
+    pub serving: Option<Instant>,
 }
 
 impl Instance {

@@ -122,6 +122,12 @@ pub enum Action {
     /// The instance is errored: too many unstable restarts, or its command
     /// cannot be run.
     GaveUp,
+    /// A rolling reload of the instance failed: its replacement was killed
+    /// (or never ran) and the old process is current again.
+    ReloadAborted {
+        /// What went wrong, for the log, the metric and STATUS=.
+        why: &'static str,
+    },
 }
 
 /// What the machine reads besides the instance: the app's policy, the time,
@@ -139,6 +145,10 @@ pub struct Ctx<'a> {
     /// Whether a new process is ready as soon as it runs (no readiness
     /// source, and not a cluster worker that must listen first).
     pub online_at_spawn: bool,
+    /// Whether a reload may run the old and the new process side by side:
+    /// procward holds the app's sockets (cluster mode, or `listen`), so
+    /// the replacement can accept on the socket the old one serves.
+    pub overlap: bool,
 }
 
 /// Feeds one event to the instance; returns the actions to take.
@@ -148,9 +158,10 @@ pub fn step(inst: &mut Instance, event: Event, cx: &Ctx) -> Vec<Action> {
         cx,
         out: Vec::new(),
     };
-    if !m.draining(event) {
+    if !m.draining(event) && !m.overlap(event) {
         m.current(event);
     }
+    m.settle_overlap();
     m.out
 }
 
@@ -168,7 +179,9 @@ impl Machine<'_, '_, '_> {
             return false;
         };
         match event {
-            Event::Exited { pid, .. } if pid == old.pid => {
+            Event::Exited { pid, status, .. } if pid == old.pid => {
+                info!(app = %self.cx.spec.name, instance = self.cx.index, pid, %status,
+                      "old process exited");
                 // What it left in its group goes with it.
                 self.out.push(Action::Signal {
                     pgid: pid,
@@ -194,6 +207,14 @@ impl Machine<'_, '_, '_> {
                     pgid: old.pid,
                     signo,
                 });
+                if old.serving.is_some() {
+                    // Nobody waits for its replacement any more.
+                    self.inst.draining = Some(Draining {
+                        kill_at: Some(self.cx.now + self.cx.spec.stop.kill_timeout),
+                        serving: None,
+                        ..old
+                    });
+                }
                 false
             }
             Event::Kill => {
@@ -203,12 +224,144 @@ impl Machine<'_, '_, '_> {
                 });
                 self.inst.draining = Some(Draining {
                     kill_at: None,
+                    serving: None,
                     ..old
                 });
                 false
             }
             _ => false,
         }
+    }
+
+    /// The rows of a rolling reload, before the table: a reload of an
+    /// online instance whose sockets procward holds starts the replacement
+    /// beside the serving process, and a replacement that fails before it
+    /// is ready gives the instance back to the old one. True when the
+    /// event was handled here.
+    fn overlap(&mut self, event: Event) -> bool {
+        let now = self.cx.now;
+        let serving = self.inst.draining.clone().filter(|d| d.serving.is_some());
+        match (self.inst.state.clone(), serving, event) {
+            (
+                State::Online {
+                    pid,
+                    since,
+                    ready_at,
+                },
+                None,
+                Event::Reload,
+            ) if self.cx.overlap && self.inst.draining.is_none() => {
+                info!(app = %self.cx.spec.name, instance = self.cx.index, pid,
+                      "reloading: starting the replacement while the process serves");
+                self.inst.draining = Some(Draining {
+                    pid,
+                    since,
+                    kill_at: None,
+                    serving: Some(ready_at),
+                });
+                self.spawn(Some(Reason::Reload));
+                true
+            }
+            // Already being replaced.
+            (_, Some(_), Event::Reload) => true,
+            (State::Starting { pid, .. }, Some(old), Event::Exited { pid: p, status, .. })
+                if p == pid =>
+            {
+                self.out.push(Action::Signal {
+                    pgid: pid,
+                    signo: libc::SIGKILL,
+                });
+                self.inst.last_status = Some(status);
+                self.abort(old, None, pid, "the replacement exited before it was ready");
+                true
+            }
+            (
+                State::Starting {
+                    pid,
+                    since,
+                    ready_by,
+                },
+                Some(old),
+                Event::Deadline,
+            ) if ready_by <= now => {
+                // The whole group, at once: it never served.
+                self.out.push(Action::Signal {
+                    pgid: pid,
+                    signo: libc::SIGKILL,
+                });
+                let killed = Draining {
+                    pid,
+                    since,
+                    kill_at: None,
+                    serving: None,
+                };
+                self.abort(
+                    old,
+                    Some(killed),
+                    pid,
+                    "the replacement was not ready within listen_timeout",
+                );
+                true
+            }
+            (State::Spawning { .. }, Some(old), Event::SpawnFailed { .. }) => {
+                self.abort(old, None, 0, "the replacement could not be started");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The replacement failed: the old process is current again, and
+    /// `killed` (the replacement, SIGKILLed) drains in its place.
+    fn abort(&mut self, old: Draining, killed: Option<Draining>, pid: i32, why: &'static str) {
+        warn!(app = %self.cx.spec.name, instance = self.cx.index, pid, old = old.pid,
+              "{why}: reload aborted, the old process keeps serving");
+        let ready_at = old.serving.unwrap_or(self.cx.now);
+        self.inst.first_ready = Some(ready_at);
+        self.inst.draining = killed;
+        self.set(
+            State::Online {
+                pid: old.pid,
+                since: old.since,
+                ready_at,
+            },
+            None,
+        );
+        self.out.push(Action::ReloadAborted { why });
+    }
+
+    /// After every event: an old process still serving is asked to stop
+    /// once its replacement is online (the reload is done), or once the
+    /// replacement is being stopped for another reason (nothing waits for
+    /// it any more).
+    fn settle_overlap(&mut self) {
+        let Some(old) = self.inst.draining.clone().filter(|d| d.serving.is_some()) else {
+            return;
+        };
+        match self.inst.state {
+            State::Spawning { .. } | State::Starting { .. } => return,
+            State::Online { pid, .. } => {
+                info!(app = %self.cx.spec.name, instance = self.cx.index, pid, old = old.pid,
+                      "replacement ready; asking the old process to stop");
+            }
+            State::Stopping { .. }
+            | State::Emptying { .. }
+            | State::Waiting { .. }
+            | State::Stopped { .. }
+            | State::Errored { .. } => {
+                info!(app = %self.cx.spec.name, instance = self.cx.index, old = old.pid,
+                      "the replacement is stopping; asking the old process to stop too");
+            }
+        }
+        self.out.push(Action::AskToStop {
+            pid: old.pid,
+            signo: self.cx.spec.stop.kill_signal as i32,
+        });
+        self.inst.draining = Some(Draining {
+            kill_at: Some(self.cx.now + self.cx.spec.stop.kill_timeout),
+            serving: None,
+            ..old
+        });
     }
 
     /// The table for the current process.
@@ -883,6 +1036,7 @@ mod tests {
                 shutting_down: false,
                 index: 0,
                 online_at_spawn: spec.ready.source == ReadySource::Started,
+                overlap: false,
             },
         )
     }
@@ -897,6 +1051,7 @@ mod tests {
                 shutting_down: true,
                 index: 0,
                 online_at_spawn: spec.ready.source == ReadySource::Started,
+                overlap: false,
             },
         )
     }
@@ -1677,6 +1832,7 @@ mod tests {
             pid: 50,
             since: at(0),
             kill_at: Some(at(1000)),
+            serving: None,
         });
         assert_eq!(i.deadline(), Some(at(1000)));
         let out = run(&mut i, &s, 1000, Event::Deadline);
@@ -1706,9 +1862,233 @@ mod tests {
             pid: 50,
             since: at(0),
             kill_at: Some(at(1000)),
+            serving: None,
         });
         let out = run(&mut i, &s, 10, Event::Shutdown { signo: 15 });
         assert_eq!(signals(&out), [(50, 15), (PID, 15)]);
+    }
+
+    // ---- rolling reload with overlap ----
+
+    fn run_overlap(i: &mut Instance, spec: &AppSpec, now: u64, e: Event) -> Vec<Action> {
+        step(
+            i,
+            e,
+            &Ctx {
+                spec,
+                now: at(now),
+                shutting_down: false,
+                index: 0,
+                online_at_spawn: spec.ready.source == ReadySource::Started,
+                overlap: true,
+            },
+        )
+    }
+
+    const NEW: i32 = 200;
+
+    /// An online instance reloaded with overlap, its replacement spawned
+    /// at 100 ms and starting.
+    fn replacing(s: &AppSpec) -> Instance {
+        let mut i = inst(online());
+        let out = run_overlap(&mut i, s, 100, Event::Reload);
+        assert_eq!(out.last(), Some(&Action::Spawn));
+        run_overlap(&mut i, s, 100, Event::Spawned { pid: NEW });
+        i
+    }
+
+    #[test]
+    fn a_reload_with_held_sockets_starts_the_replacement_while_the_old_process_serves() {
+        let s = spec();
+        let mut i = inst(online());
+        let out = run_overlap(&mut i, &s, 100, Event::Reload);
+        assert!(signals(&out).is_empty(), "nothing is stopped: {out:?}");
+        assert_eq!(out.last(), Some(&Action::Spawn));
+        assert_eq!(
+            i.draining,
+            Some(Draining {
+                pid: PID,
+                since: at(0),
+                kill_at: None,
+                serving: Some(at(10)),
+            })
+        );
+        let out = run_overlap(&mut i, &s, 100, Event::Spawned { pid: NEW });
+        assert!(out.contains(&Action::CountRestart(Reason::Reload)));
+        assert_eq!(i.state.pid(), Some(NEW));
+        assert!(matches!(i.state, State::Starting { .. }));
+        assert_eq!(i.deadline(), Some(at(3100)), "only listen_timeout is armed");
+        assert!(!i.is_final());
+    }
+
+    #[test]
+    fn the_old_process_is_asked_to_stop_once_the_replacement_is_ready() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let out = run_overlap(&mut i, &s, 300, Event::Ready);
+        assert!(i.state.is_ready());
+        assert_eq!(i.state.pid(), Some(NEW));
+        assert_eq!(signals(&out), [(PID, s.stop.kill_signal as i32)]);
+        assert!(matches!(
+            out.last(),
+            Some(Action::AskToStop { pid: PID, .. })
+        ));
+        let old = i.draining.clone().unwrap();
+        assert_eq!(old.serving, None);
+        assert_eq!(old.kill_at, Some(at(300) + s.stop.kill_timeout));
+        // Its exit ends the overlap; nothing else changes.
+        let out = run_overlap(&mut i, &s, 400, exited(0, false));
+        assert_eq!(out, [kill(PID)]);
+        assert!(i.draining.is_none());
+        assert_eq!(i.state.pid(), Some(NEW));
+    }
+
+    #[test]
+    fn a_replacement_online_at_spawn_stops_the_old_process_at_once() {
+        let mut s = spec();
+        s.ready.source = ReadySource::Started;
+        let mut i = inst(online());
+        run_overlap(&mut i, &s, 100, Event::Reload);
+        let out = run_overlap(&mut i, &s, 100, Event::Spawned { pid: NEW });
+        assert!(i.state.is_ready());
+        assert!(matches!(
+            out.last(),
+            Some(Action::AskToStop { pid: PID, .. })
+        ));
+    }
+
+    #[test]
+    fn a_replacement_that_exits_before_ready_aborts_and_the_old_process_serves_on() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let out = run_overlap(
+            &mut i,
+            &s,
+            200,
+            Event::Exited {
+                pid: NEW,
+                status: ExitStatus::Code(1),
+                group_alive: false,
+            },
+        );
+        assert_eq!(
+            signals(&out),
+            [(NEW, libc::SIGKILL)],
+            "the old one is left alone"
+        );
+        assert!(out.contains(&Action::ReloadAborted {
+            why: "the replacement exited before it was ready"
+        }));
+        assert_eq!(i.state, online(), "the old process is current again");
+        assert!(i.draining.is_none());
+        assert_eq!(i.last_status, Some(ExitStatus::Code(1)));
+        assert_eq!(i.counters.unstable, 0, "not a crash of the instance");
+    }
+
+    #[test]
+    fn a_replacement_not_ready_within_listen_timeout_is_killed_and_the_old_process_serves_on() {
+        let mut s = spec();
+        s.ready.strict = false; // even where a timeout would count as ready
+        let mut i = replacing(&s);
+        let out = run_overlap(&mut i, &s, 3100, Event::Deadline);
+        assert_eq!(signals(&out), [(NEW, libc::SIGKILL)]);
+        assert!(out.contains(&Action::ReloadAborted {
+            why: "the replacement was not ready within listen_timeout"
+        }));
+        assert_eq!(i.state, online());
+        // The killed replacement drains: its exit is consumed, not news.
+        assert_eq!(i.draining.as_ref().map(|d| d.pid), Some(NEW));
+        assert_eq!(i.deadline(), None, "SIGKILL already sent");
+        let out = run_overlap(
+            &mut i,
+            &s,
+            3110,
+            Event::Exited {
+                pid: NEW,
+                status: ExitStatus::Signal {
+                    signo: libc::SIGKILL,
+                    core_dumped: false,
+                },
+                group_alive: false,
+            },
+        );
+        assert_eq!(out, [kill(NEW)]);
+        assert_eq!(i.state, online());
+        assert!(i.draining.is_none());
+    }
+
+    #[test]
+    fn a_replacement_that_cannot_be_spawned_aborts_the_reload() {
+        let s = spec();
+        let mut i = inst(online());
+        run_overlap(&mut i, &s, 100, Event::Reload);
+        let out = run_overlap(
+            &mut i,
+            &s,
+            100,
+            Event::SpawnFailed {
+                transient: true,
+                status: ExitStatus::Code(126),
+            },
+        );
+        assert!(matches!(out.last(), Some(Action::ReloadAborted { .. })));
+        assert_eq!(i.state, online());
+        assert!(i.draining.is_none());
+    }
+
+    #[test]
+    fn a_reload_while_the_replacement_starts_is_ignored() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let before = i.state.clone();
+        assert!(run_overlap(&mut i, &s, 200, Event::Reload).is_empty());
+        assert_eq!(i.state, before);
+    }
+
+    #[test]
+    fn a_reload_while_an_old_process_still_drains_stops_then_starts() {
+        let s = spec();
+        let mut i = replacing(&s);
+        run_overlap(&mut i, &s, 300, Event::Ready);
+        // One overlap at a time (the supervisor waits for the old one to
+        // go); the machine never holds two old processes.
+        run_overlap(&mut i, &s, 350, Event::Reload);
+        assert!(matches!(i.state, State::Stopping { pid: NEW, .. }));
+        assert_eq!(i.draining.as_ref().map(|d| d.pid), Some(PID));
+    }
+
+    #[test]
+    fn shutdown_during_a_reload_stops_both_and_arms_the_old_processs_deadline() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let out = run_overlap(&mut i, &s, 200, Event::Shutdown { signo: 15 });
+        assert_eq!(signals(&out), [(PID, 15), (NEW, 15)]);
+        let old = i.draining.clone().unwrap();
+        assert_eq!(old.serving, None);
+        assert_eq!(old.kill_at, Some(at(200) + s.stop.kill_timeout));
+        assert!(matches!(i.state, State::Stopping { pid: NEW, .. }));
+    }
+
+    #[test]
+    fn a_stop_during_a_reload_asks_the_old_process_to_stop_too() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let out = run_overlap(&mut i, &s, 200, Event::Stop);
+        let sig = s.stop.kill_signal as i32;
+        assert_eq!(signals(&out), [(NEW, sig), (PID, sig)]);
+        assert!(i.draining.as_ref().is_some_and(|d| d.kill_at.is_some()));
+    }
+
+    #[test]
+    fn the_old_process_crashing_during_a_reload_leaves_the_replacement_to_finish() {
+        let s = spec();
+        let mut i = replacing(&s);
+        let out = run_overlap(&mut i, &s, 200, exited(1, false));
+        assert_eq!(out, [kill(PID)]);
+        assert!(i.draining.is_none());
+        let out = run_overlap(&mut i, &s, 300, Event::Ready);
+        assert!(i.state.is_ready());
+        assert!(!out.iter().any(|a| matches!(a, Action::AskToStop { .. })));
     }
 
     // ---- the whole table ----

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod observe;
 pub mod policy;
 pub mod readiness;
+pub mod reload;
 pub mod state;
 pub mod triggers;
 
@@ -60,10 +61,8 @@ pub struct Supervisor {
     orphans_reaped: u64,
     /// Signals forwarded to the apps.
     signals_forwarded: u64,
-    /// Instances to restart one at a time (a reload, or a trigger of an
-    /// app whose sockets are held), each with its event.
-    reload_queue: VecDeque<(Slot, Event)>,
-    reloading: Option<Slot>,
+    /// Reloads queued and in flight (`reload.rs`).
+    reloads: reload::Reloads,
     /// What the apps say (`ready/`), for the one owner of state.
     tx: mpsc::Sender<ready::Report>,
     rx: mpsc::Receiver<ready::Report>,
@@ -108,8 +107,7 @@ impl Supervisor {
             shutting_down: false,
             orphans_reaped: 0,
             signals_forwarded: 0,
-            reload_queue: VecDeque::new(),
-            reloading: None,
+            reloads: reload::Reloads::default(),
             tx,
             rx,
             samples_tx,
@@ -206,7 +204,7 @@ impl Supervisor {
                 self.feed_all(Event::Kill);
             }
             Meaning::Shutdown(signo) => self.shutdown(signo),
-            Meaning::Reload => self.reload(),
+            Meaning::Reload => self.reload_apps(&(0..self.apps.len()).collect::<Vec<_>>(), None),
             Meaning::ReopenLogs => self.reopen_logs(),
             Meaning::Forward(signo) => self.forward(signo),
         }
@@ -301,7 +299,7 @@ impl Supervisor {
     fn shutdown(&mut self, signo: i32) {
         info!(signal = %signals::name(signo), "stopping every app");
         self.shutting_down = true;
-        self.reload_queue.clear();
+        self.cancel_reloads();
         self.ready.manager.stopping();
         self.feed_all(Event::Shutdown { signo });
     }
@@ -315,76 +313,6 @@ impl Supervisor {
         }
     }
 
-    /// Restarts every instance gracefully, one at a time: the next one only
-    /// once the previous is ready again.
-    fn reload(&mut self) {
-        if self.shutting_down {
-            return;
-        }
-        info!("reloading every app");
-        self.ready.manager.reloading();
-        for a in 0..self.apps.len() {
-            for i in 0..self.apps[a].instances.len() {
-                self.queue_rolling((a, i), Event::Reload);
-            }
-        }
-        self.reload_next();
-    }
-
-    /// Queues `event` for the instance, to be fed when its turn comes
-    /// (unless it is already queued or in flight).
-    fn queue_rolling(&mut self, slot: Slot, event: Event) {
-        if Some(slot) != self.reloading && !self.reload_queue.iter().any(|(s, _)| *s == slot) {
-            self.reload_queue.push_back((slot, event));
-        }
-    }
-
-    /// Whether an instance of app `a` waits in, or is in flight of, the
-    /// one-at-a-time queue.
-    fn rolling_pending(&self, a: usize) -> bool {
-        self.reloading.is_some_and(|(x, _)| x == a)
-            || self.reload_queue.iter().any(|((x, _), _)| *x == a)
-    }
-
-    /// Moves a reload on once the instance in flight is ready again (or
-    /// has failed): called after every event.
-    fn advance_reload(&mut self) {
-        if let Some((a, i)) = self.reloading {
-            if !matches!(
-                self.apps[a].instances[i].state,
-                State::Starting { .. } | State::Stopping { .. } | State::Emptying { .. }
-            ) {
-                self.reloading = None;
-                self.reload_next();
-            }
-        }
-    }
-
-    fn reload_next(&mut self) {
-        while self.reloading.is_none() {
-            let Some((slot, event)) = self.reload_queue.pop_front() else {
-                return;
-            };
-            let (a, i) = slot;
-            let runs = matches!(
-                self.apps[a].instances[i].state,
-                State::Starting { .. } | State::Online { .. }
-            );
-            // A reload replaces running processes only; a trigger's
-            // restart also starts one that has stopped.
-            if !runs && event == Event::Reload {
-                continue;
-            }
-            self.feed(slot, event);
-            if matches!(
-                self.apps[a].instances[i].state,
-                State::Starting { .. } | State::Stopping { .. } | State::Emptying { .. }
-            ) {
-                self.reloading = Some(slot);
-            }
-        }
-    }
-
     /// Feeds one event to the instance's machine and carries out its
     /// actions; a spawn is answered in the same turn.
     fn feed(&mut self, slot: Slot, event: Event) {
@@ -393,6 +321,7 @@ impl Supervisor {
             let (a, i) = slot;
             let online_at_spawn = self.apps[a].spec.ready.source == ReadySource::Started
                 && !self.ready_on_listening(a);
+            let overlap = self.holds_sockets(a);
             let app = &mut self.apps[a];
             let cx = machine::Ctx {
                 online_at_spawn,
@@ -400,6 +329,7 @@ impl Supervisor {
                 now: Instant::now(),
                 shutting_down: self.shutting_down,
                 index: i,
+                overlap,
             };
             let actions = machine::step(&mut app.instances[i], event, &cx);
             for action in actions {
@@ -421,6 +351,7 @@ impl Supervisor {
             }
             Action::CountRestart(r) => self.apps[a].instances[i].restarts[r.index()] += 1,
             Action::Changed { from, reason } => self.changed((a, i), &from, reason),
+            Action::ReloadAborted { why } => self.reload_aborted((a, i), why),
             Action::GaveUp => {
                 if self.agent.exit_on_error && !self.shutting_down {
                     error!(app = %self.apps[a].spec.name, instance = i,

@@ -203,6 +203,14 @@ impl Observer {
         }
     }
 
+    /// A reload of an instance of app `a` ended with `result`.
+    pub fn reloaded(&mut self, a: usize, result: &str) {
+        self.dirty = true;
+        if let Some(m) = &self.metrics {
+            m.reloaded(a, result);
+        }
+    }
+
     /// `n` inputs from the apps (`ipc`, `notify`, ...) were dropped.
     pub fn input_dropped(&self, input: &str, n: u64) {
         if let Some(m) = &self.metrics {

@@ -116,7 +116,10 @@ impl Supervisor {
         let Some(&slot) = self.by_pid.get(&pid) else {
             return;
         };
+        let current = self.apps[slot.0].instances[slot.1].state.pid() == Some(pid);
         let event = match event {
+            // The old process of a reload was ready long ago.
+            Event::Ready if !current => return,
             Event::Ready => return self.feed(slot, machine::Event::Ready),
             Event::Metric { name, value } => {
                 return self.obs.app_metric(&self.by_pid, pid, &name, value)
@@ -139,6 +142,7 @@ impl Supervisor {
                 }
                 None => debug!(app, pid, "WATCHDOG=1 ignored: no watchdog set for the app"),
             },
+            Event::WatchdogTrigger if !current => {}
             Event::WatchdogTrigger => {
                 warn!(
                     app,
@@ -214,6 +218,10 @@ impl Supervisor {
             let Some(&slot) = self.by_pid.get(&pid) else {
                 continue;
             };
+            if self.apps[slot.0].instances[slot.1].state.pid() != Some(pid) {
+                // An old process of a reload, on its way out.
+                continue;
+            }
             warn!(app = %self.apps[slot.0].spec.name, instance = slot.1, pid,
                   "no WATCHDOG=1 within the app's watchdog interval; restarting");
             self.feed(slot, machine::Event::WatchdogMissed);
@@ -256,11 +264,16 @@ impl Supervisor {
                     a.instances.len()
                 )
             })
+            .enumerate()
+            .map(|(k, line)| match self.reloads.aborted.get(&k) {
+                Some(why) => format!("{line}, last reload aborted ({why})"),
+                None => line,
+            })
             .collect::<Vec<_>>()
             .join("; ");
         View {
             all_ready_once: all().all(|i| i.first_ready.is_some()),
-            reload_done: self.reloading.is_none() && self.reload_queue.is_empty(),
+            reload_done: self.reloads.is_done(),
             status,
             starting_until: all()
                 .filter_map(|i| match i.state {
