@@ -62,6 +62,8 @@ pub enum Event {
     /// A Node cluster message from a worker ([`cluster`] describes the
     /// protocol).
     Cluster(cluster::Request),
+    /// The IPC channel was closed by the process (or the process is gone).
+    Disconnected,
     /// sd_notify `STATUS=`: a free-form status line.
     Status(String),
     /// sd_notify `WATCHDOG=1`: the app is alive.

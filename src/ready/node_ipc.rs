@@ -151,7 +151,20 @@ async fn read_loop(
     let mut chunk = vec![0u8; CHUNK];
     loop {
         let n = match stream.read(&mut chunk).await {
-            Ok(0) => return, // every copy of the child's end is closed
+            Ok(0) => {
+                // Every copy of the child's end is closed: it called
+                // process.disconnect() (a cluster worker told to
+                // disconnect does, once its servers have closed), or exited.
+                deliver(
+                    &tx,
+                    Report {
+                        pid,
+                        event: Event::Disconnected,
+                    },
+                )
+                .await;
+                return;
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {

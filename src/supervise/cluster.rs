@@ -30,6 +30,9 @@ pub struct AppSockets {
     pub listen: Vec<Held>,
     /// Sockets made for cluster workers, by Node's key.
     pub cluster: HashMap<String, Held>,
+    /// Workers told to disconnect, with the signal that follows once they
+    /// have (Node's `worker.kill()`).
+    pub disconnecting: HashMap<i32, i32>,
 }
 
 impl AppSockets {
@@ -61,6 +64,33 @@ impl Supervisor {
     /// overlaps the old and the new process.
     pub(super) fn holds_sockets(&self, a: usize) -> bool {
         self.apps[a].spec.exec_mode == ExecMode::Cluster || !self.sockets[a].listen.is_empty()
+    }
+
+    /// Asks the old worker `pid` of a reload to stop as Node's primary
+    /// does (`worker.kill()` in `lib/internal/cluster/primary.js`): the
+    /// `disconnect` message, on which the worker closes its servers, lets
+    /// its open connections finish and closes the IPC channel; then
+    /// `signo`. False when the message cannot be sent.
+    pub(super) fn cluster_disconnect(&mut self, a: usize, pid: i32, signo: i32) -> bool {
+        let msg = serde_json::json!({"cmd": "NODE_CLUSTER", "act": "disconnect"});
+        if !self.ready_channels(pid).is_some_and(|c| c.send_ipc(&msg)) {
+            return false;
+        }
+        debug!(app = %self.apps[a].spec.name, pid, "told the old cluster worker to disconnect");
+        self.sockets[a].disconnecting.insert(pid, signo);
+        true
+    }
+
+    /// Process `pid` closed its IPC channel: a worker told to disconnect
+    /// gets its stop signal now.
+    pub(super) fn on_disconnected(&mut self, pid: i32) {
+        let running = self.by_pid.contains_key(&pid);
+        for held in &mut self.sockets {
+            match held.disconnecting.remove(&pid) {
+                Some(signo) if running => super::signal_logged(pid, signo),
+                _ => {}
+            }
+        }
     }
 
     /// A cluster message from worker `pid`.

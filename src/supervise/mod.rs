@@ -347,7 +347,14 @@ impl Supervisor {
             Action::Signal { pgid, signo } => signal_logged(pgid, signo),
             Action::AskToStop { pid, signo } => {
                 let with_message = self.apps[a].spec.stop.shutdown_with_message;
-                self.ready.ask_to_stop(with_message, pid, signo);
+                let old_worker = self.apps[a].instances[i]
+                    .draining
+                    .as_ref()
+                    .is_some_and(|d| d.pid == pid)
+                    && self.apps[a].spec.exec_mode == crate::config::ExecMode::Cluster;
+                if with_message || !old_worker || !self.cluster_disconnect(a, pid, signo) {
+                    self.ready.ask_to_stop(with_message, pid, signo);
+                }
             }
             Action::CountRestart(r) => self.apps[a].instances[i].restarts[r.index()] += 1,
             Action::Changed { from, reason } => self.changed((a, i), &from, reason),

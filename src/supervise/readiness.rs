@@ -152,6 +152,7 @@ impl Supervisor {
                 );
                 self.feed(slot, machine::Event::WatchdogMissed);
             }
+            Event::Disconnected => self.on_disconnected(pid),
             Event::Stopping => info!(app, instance = i, pid, "app is stopping (STOPPING=1)"),
             Event::Reloading => info!(app, instance = i, pid, "app is reloading (RELOADING=1)"),
             Event::MainPid(other) => {

@@ -149,7 +149,8 @@ impl Supervisor {
     /// every event.
     pub(super) fn advance_reload(&mut self) {
         let Some(f) = &self.reloads.in_flight else {
-            return;
+            // The next one may have waited for an old process to go.
+            return self.reload_next();
         };
         let (a, i) = f.slot;
         let inst = &self.apps[a].instances[i];

