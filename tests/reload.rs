@@ -207,6 +207,10 @@ fn a_failed_reload_keeps_the_old_process(mode: &str, why: &str, extra: &[&str]) 
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--metrics", metrics.as_str()];
     args.extend(extra);
+    // systemd's end of sd_notify, to read STATUS=.
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut p = Running::start_cmd(
         Command::new(bin())
             .args(["-i", "1", "--name", "web"])
@@ -215,7 +219,8 @@ fn a_failed_reload_keeps_the_old_process(mode: &str, why: &str, extra: &[&str]) 
             .arg(node(22))
             .arg(fixture("cluster/reloadable.js"))
             .env("PORT", port.to_string())
-            .env("MODE_FILE", &mode_file),
+            .env("MODE_FILE", &mode_file)
+            .env("NOTIFY_SOCKET", &notify_path),
     );
     let first = online(&mut p, 1)[0];
     let load = Load::start(port);
@@ -247,6 +252,15 @@ fn a_failed_reload_keeps_the_old_process(mode: &str, why: &str, extra: &[&str]) 
         metric(&body, "procward_reloads_total{app=\"web\",result=\"done\"}"),
         Some(0.0)
     );
+    let mut buf = [0u8; 4096];
+    let status = wait_until("STATUS= with the aborted reload", || {
+        let n = notify.recv(&mut buf).expect("a notify datagram");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("STATUS=") && l.contains("last reload aborted"))
+            .map(str::to_owned)
+    });
+    assert!(status.contains(why), "{status}");
     // Fixed code reloads as usual.
     std::fs::write(&mode_file, "serve").unwrap();
     p.signal(libc::SIGHUP);
