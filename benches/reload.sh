@@ -11,23 +11,27 @@
 # Targets: 0 errors with the draining app; with the plain app, no more
 # read (keep-alive reset) errors than PM2 cluster; p99 during reloads no
 # worse than PM2 cluster's p99 without a reload.
-# Usage: benches/reload.sh [PROCWARD_BINARY] [SECONDS]   (default 20 s)
+# The table goes to stderr; result lines for benches/run (benches/README.md)
+# to stdout.
+# Usage: benches/reload.sh [PROCWARD_BINARY] [SECONDS]   (default 20 s, 5 s
+# with QUICK=1; under benches/run, $PW and $PM2 from benches/lib.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-bin=${1:-}
+bin=${1:-${PW:-}}
 if [[ -z $bin ]]; then
     bin=target/release/procward
     [[ -x $bin ]] || bin=target/debug/procward
 fi
 bin=$(realpath "$bin")
 secs=${2:-20}
+[[ -n ${2:-} || ${QUICK:-0} != 1 ]] || secs=5
 command -v wrk >/dev/null || { echo "reload: needs wrk (apt-get install wrk)"; exit 1; }
 command -v node >/dev/null || { echo "reload: needs node"; exit 1; }
 
 work=$(mktemp -d /tmp/procward-reload.XXXXXX)
 export PM2_HOME=$work/pm2-home
-pm2=$root/target/pm2/node_modules/.bin/pm2
+pm2=${PM2:-$root/target/pm2/node_modules/.bin/pm2}
 pid=
 cleanup() {
     [[ -x $pm2 ]] && "$pm2" kill >/dev/null 2>&1 || true
@@ -92,9 +96,9 @@ load() {
 # One summary line from a wrk output.
 report() {
     local name=$1 out=$2 instances=$3
-    python3 - "$name" "$out" "$instances" <<'PY'
+    python3 - "$name" "$out" "$instances" "$work/results" <<'PY' >&2
 import re, sys
-name, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, path, n, results = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 t = open(path).read()
 req = int(re.search(r"(\d+) requests in", t).group(1))
 m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
@@ -107,6 +111,8 @@ total = sum(int(v) for v in shares.values()) or 1
 fair = total / n
 share = " ".join(f"{k}:{int(v) / fair:.2f}" for k, v in sorted(shares.items()))
 errors = conn + read + write + timeout + non2xx
+with open(results, "a") as f:
+    f.write(f"{name.split(',')[0].replace(' ', '-')}|{name}|{errors}|{read}|{p99}|{max(int(v) for v in shares.values()) / fair:.2f}\n")
 print(f"{name:34} {req:>8} {errors:>6} {conn:>7} {read:>6} {write:>6} {timeout:>7} {non2xx:>6} {p99:>8.2f}  {share}")
 PY
 }
@@ -144,13 +150,13 @@ procward_run() {
     report "$name" "$work/out" 2
     local aborted
     aborted=$(grep -c "reload aborted" "$work/log" || true)
-    [[ $aborted == 0 ]] || echo "  ($aborted reloads aborted)"
+    [[ $aborted == 0 ]] || echo "  ($aborted reloads aborted)" >&2
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
     sleep 0.5
 }
 
-echo "wrk -t2 -c50 -d${secs}s keep-alive, 3 reloads; node $(node --version), pm2 $("$pm2" --version | tail -1), $(basename "$bin") $("$bin" --version 2>/dev/null | head -1)"
-printf '%-34s %8s %6s %7s %6s %6s %7s %6s %8s  %s\n' run requests errors connect read write timeout non2xx p99_ms "instance:share"
+echo "wrk -t2 -c50 -d${secs}s keep-alive, 3 reloads; node $(node --version), pm2 $("$pm2" --version | tail -1), $(basename "$bin") $("$bin" --version 2>/dev/null | head -1)" >&2
+printf '%-34s %8s %6s %7s %6s %6s %7s %6s %8s  %s\n' >&2 run requests errors connect read write timeout non2xx p99_ms "instance:share"
 for app in drain plain; do
     pm2_run "pm2 cluster -i 2, $app, no reload" $app cluster 2 no
     pm2_run "pm2 cluster -i 2, $app" $app cluster 2 yes
@@ -160,3 +166,31 @@ for app in drain plain; do
         plain) procward_run "procward cluster -i 2, $app" $app "" ;;
     esac
 done
+
+# Result lines (benches/README.md): subjects pm2 (cluster), pm2-fork,
+# pm2-noreload (cluster, no reload) and procward.
+python3 - "$work/results" "$secs" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1])]
+secs = sys.argv[2]
+def subject(name):
+    if name.startswith("procward"): return "procward"
+    if "no reload" in name: return "pm2-noreload"
+    if name.startswith("pm2 fork"): return "pm2-fork"
+    return "pm2"
+def out(*f): print("bench: " + " | ".join(f))
+for app, what in (("drain", "the draining example app"), ("plain", "a plain app that does not drain")):
+    rs = [r for r in rows if f", {app}" in r[1]]
+    out("figure", f"reload-{app}-errors", f"wrk errors of any kind, 3 reloads under `wrk -t2 -c50 -d{secs}s`, {what}", "errors", "", "<= 0" if app == "drain" else "")
+    out("figure", f"reload-{app}-resets", f"keep-alive resets (wrk read errors), 3 reloads, {what}", "errors", "pm2", "<= pm2")
+    out("figure", f"reload-{app}-p99", f"p99 latency during 3 reloads, {what}", "ms", "pm2-noreload", "<= pm2-noreload")
+    out("figure", f"reload-{app}-share", f"busiest instance's share over the fair share during reloads, {what}", "x", "", "<= 1.5")
+    for _, name, errors, read, p99, share in rs:
+        s = subject(name)
+        if s != "pm2-noreload":
+            out("value", f"reload-{app}-errors", s, errors)
+            out("value", f"reload-{app}-resets", s, read)
+        out("value", f"reload-{app}-p99", s, p99)
+        if s != "pm2-fork":
+            out("value", f"reload-{app}-share", s, share)
+PY
