@@ -135,6 +135,10 @@ impl Supervisor {
             self.queue_rolling(slot, Event::Reload);
         }
         if let Some(reply) = reply {
+            if slots.is_empty() {
+                let _ = reply.send(Vec::new());
+                return self.reload_next();
+            }
             self.reloads.waiters.push(Waiter {
                 results: vec![None; slots.len()],
                 slots,
