@@ -115,7 +115,7 @@ impl Drop for Proxy {
 
 /// One datagram: its sender (0 when the kernel gave none), its text, and
 /// what was wrong with it on arrival.
-struct Datagram {
+pub(crate) struct Datagram {
     sender: i32,
     bytes: Vec<u8>,
     truncated: bool,
@@ -259,7 +259,7 @@ fn dropped(pid: i32, counts: [u64; Dropped::ALL.len()], over: Option<Duration>) 
 /// would leave the descriptors that did arrive open: with MSG_CTRUNC the
 /// kernel still installs as many as fit (`scm_detach_fds` in
 /// net/core/scm.c) and closes only the rest.
-fn recv(sock: &UnixDatagram) -> io::Result<Datagram> {
+pub(crate) fn recv(sock: &UnixDatagram) -> io::Result<Datagram> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // u64 elements keep the buffer aligned for cmsghdr.
     let mut control = [0u64; CONTROL_SPACE.div_ceil(8)];
@@ -334,7 +334,11 @@ const CONTROL_SPACE: usize = unsafe {
 
 /// What one datagram gives, after the sender check: drops to count
 /// (reason, how many) and messages for the supervisor.
-fn judge(d: &Datagram, pid: i32, forward_ready: bool) -> (Vec<(Dropped, u64)>, Vec<Report>) {
+pub(crate) fn judge(
+    d: &Datagram,
+    pid: i32,
+    forward_ready: bool,
+) -> (Vec<(Dropped, u64)>, Vec<Report>) {
     let mut drops = Vec::new();
     // Descriptors are never kept (no FDSTORE=); each one is counted.
     if d.fds > 0 || d.control_truncated {
