@@ -17,6 +17,8 @@
 mod cli;
 #[path = "../../src/config/mod.rs"]
 mod config;
+#[path = "../../src/cron.rs"]
+mod cron;
 #[path = "../../src/exit.rs"]
 mod exit;
 #[path = "../../src/http.rs"]
@@ -47,6 +49,8 @@ mod status;
 mod supervise;
 #[path = "../../src/tree.rs"]
 mod tree;
+#[path = "../../src/watch/mod.rs"]
+mod watch;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
