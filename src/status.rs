@@ -21,8 +21,8 @@ use tokio::sync::watch;
 pub struct Handles {
     /// How often to sample; `None` when nothing needs samples.
     pub sample_interval: Option<Duration>,
-    /// The pids of the instances' main processes.
-    pub roots: watch::Receiver<Vec<i32>>,
+    /// The instances' main processes, with their memory limits.
+    pub roots: watch::Receiver<Vec<crate::resources::Root>>,
     /// The latest `/status` snapshot.
     pub status: watch::Receiver<Arc<Status>>,
     /// The supervisor loop's heartbeat.

@@ -124,3 +124,30 @@ fn a_double_forked_daemon_counts_towards_the_cap_as_it_does_for_sd_notify() {
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+#[test]
+fn a_fast_leak_is_restarted_long_before_the_next_full_sample() {
+    let dir = scratch();
+    // 200 MB/s from a start near 50 MB: the 100M cap is crossed within
+    // half a second, while full passes come every 30 s.
+    let app = grower(&dir, 10, 400, false);
+    let mut run = Running::start(&[
+        "--max-memory-restart",
+        "100M",
+        "--sample-interval",
+        "30s",
+        "--",
+        "node",
+        &app,
+    ]);
+    let first = pid_field(&run.wait_line(&["to=\"online\""]));
+    let t = Instant::now();
+    run.wait_line(&["memory above max_memory_restart"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the leak was caught only after {:?}",
+        t.elapsed()
+    );
+    run.wait_line(&["to=\"online\"", "reason=\"memory\""]);
+    assert!(!alive(first), "the first process is gone");
+}

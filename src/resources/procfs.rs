@@ -74,6 +74,9 @@ pub struct ProcScan {
     index: HashMap<i32, u32>,
     owner: Vec<u32>,
     walk: Vec<u32>,
+    /// Each process of the last full pass that belongs to a tree, with its
+    /// root: what [`ProcScan::reread`] reads again.
+    members: Vec<(i32, i32)>,
     page_size: u64,
     clk_tck: f64,
     /// Whether this kernel has smaps_rollup (Linux 4.14+).
@@ -99,6 +102,7 @@ impl ProcScan {
             index: HashMap::with_capacity(256),
             owner: Vec::with_capacity(256),
             walk: Vec::with_capacity(16),
+            members: Vec::with_capacity(64),
             page_size: if page > 0 { page as u64 } else { 4096 },
             clk_tck: if tck > 0 { tck as f64 } else { 100.0 },
             pss: Path::new("/proc/self/smaps_rollup").exists(),
@@ -116,6 +120,7 @@ impl ProcScan {
             pid,
             ..TreeUsage::default()
         }));
+        self.members.clear();
         if roots.is_empty() {
             return;
         }
@@ -137,6 +142,7 @@ impl ProcScan {
                 continue;
             }
             let p = self.procs[i];
+            self.members.push((roots[k as usize], p.pid));
             let u = &mut out[k as usize];
             u.processes += 1;
             u.rss_bytes += p.rss_pages * self.page_size;
@@ -153,6 +159,33 @@ impl ProcScan {
                 }
             }
         }
+    }
+
+    /// Reads again only the stat files of the processes the last [`scan`]
+    /// found in the tree rooted at `root`, without listing /proc: memory,
+    /// CPU and threads, not the slow fields. A process that joined the tree
+    /// since is counted from the next full pass; one gone since adds
+    /// nothing; `processes: 0` if none is left.
+    ///
+    /// [`scan`]: ProcScan::scan
+    pub fn reread(&mut self, root: i32) -> TreeUsage {
+        let mut u = TreeUsage {
+            pid: root,
+            ..TreeUsage::default()
+        };
+        for k in 0..self.members.len() {
+            let (r, pid) = self.members[k];
+            if r != root {
+                continue;
+            }
+            if let Some(p) = read_stat(pid, &mut self.file) {
+                u.processes += 1;
+                u.rss_bytes += p.rss_pages * self.page_size;
+                u.cpu_seconds += p.ticks as f64 / self.clk_tck;
+                u.threads += p.threads;
+            }
+        }
+        u
     }
 
     /// The tree (index into roots) process `i` belongs to, by the one rule

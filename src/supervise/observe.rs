@@ -15,7 +15,7 @@ use crate::config::AgentSettings;
 use crate::exit::ExitStatus;
 use crate::init::signals;
 use crate::metrics::{AppLabels, Metrics};
-use crate::resources::TreeUsage;
+use crate::resources::{Root, TreeUsage};
 use crate::status::{AppStatus, Handles, Heartbeat, InstanceStatus, Monit, Status};
 use crate::supervise::policy::Reason;
 use crate::supervise::state::State;
@@ -24,7 +24,7 @@ use crate::supervise::{App, Slot};
 /// The supervisor's observation state.
 pub struct Observer {
     metrics: Option<Metrics>,
-    roots: watch::Sender<Vec<i32>>,
+    roots: watch::Sender<Vec<Root>>,
     status: watch::Sender<Arc<Status>>,
     heartbeat: Arc<Heartbeat>,
     usage: Vec<Vec<Usage>>,
@@ -37,7 +37,8 @@ pub struct Observer {
 struct Usage {
     tree: Option<TreeUsage>,
     cpu_percent: f64,
-    at: Option<Instant>,
+    /// CPU seconds and when, at the start of the current CPU window.
+    cpu_base: Option<(i32, f64, Instant)>,
 }
 
 impl Observer {
@@ -165,16 +166,22 @@ impl Observer {
                 u.fds = u.fds.or(prev.fds);
                 u.pss_bytes = u.pss_bytes.or(prev.pss_bytes);
             }
-            if let (Some(prev), Some(at)) = (last.tree, last.at) {
-                let wall = (now - at).as_secs_f64();
-                if prev.pid == u.pid && wall > 0.0 {
-                    last.cpu_percent =
-                        ((u.cpu_seconds - prev.cpu_seconds).max(0.0) / wall * 1000.0).round()
-                            / 10.0;
+            // CPU is averaged over windows of at least half the interval:
+            // samples taken between passes, near a memory cap, come
+            // milliseconds apart, too short for clock-tick CPU times.
+            match last.cpu_base {
+                Some((pid, cpu, at)) if pid == u.pid => {
+                    let wall = now - at;
+                    if wall >= self.sample_interval.unwrap_or_default() / 2 && !wall.is_zero() {
+                        last.cpu_percent =
+                            ((u.cpu_seconds - cpu).max(0.0) / wall.as_secs_f64() * 1000.0).round()
+                                / 10.0;
+                        last.cpu_base = Some((u.pid, u.cpu_seconds, now));
+                    }
                 }
+                _ => last.cpu_base = Some((u.pid, u.cpu_seconds, now)),
             }
             last.tree = Some(u);
-            last.at = Some(now);
             if let Some(m) = &mut self.metrics {
                 m.usage(a, i, &u);
             }
@@ -234,8 +241,16 @@ impl Observer {
     fn publish_roots(&self, apps: &[App]) {
         let pids = apps
             .iter()
-            .flat_map(|a| a.instances.iter())
-            .filter_map(|i| i.state.pid())
+            .flat_map(|a| {
+                let (cap, hard) = (a.spec.max_memory_restart, a.spec.memory_hard_limit());
+                a.instances.iter().filter_map(move |i| {
+                    Some(Root {
+                        pid: i.state.pid()?,
+                        cap,
+                        hard,
+                    })
+                })
+            })
             .collect();
         self.roots.send_replace(pids);
     }
