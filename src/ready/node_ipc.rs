@@ -373,6 +373,11 @@ fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
 /// Reads one line, building only what is used: strings are borrowed where
 /// they have no escapes, and values nobody reads are skipped, not built.
 pub fn parse(line: &[u8]) -> Line {
+    // The one message on the path to READY=1, as Node writes it: no
+    // JSON parser for it.
+    if line.trim_ascii() == b"\"ready\"" {
+        return Line::Ready;
+    }
     match line.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'"') => match serde_json::from_slice::<Cow<'_, str>>(line) {
             Ok(s) if s == "ready" => Line::Ready,
@@ -478,6 +483,9 @@ mod tests {
     #[test]
     fn messages_are_recognised() {
         assert_eq!(parse(b"\"ready\""), Line::Ready);
+        assert_eq!(parse(b" \"ready\"\r"), Line::Ready);
+        assert_eq!(parse(b"\"re\\u0061dy\""), Line::Ready);
+        assert_eq!(parse(b"\"ready\"x"), Line::Garbage);
         assert_eq!(
             parse(b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\"}"),
             Line::Internal("NODE_HANDLE".into())
