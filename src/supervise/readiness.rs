@@ -120,7 +120,10 @@ impl Supervisor {
         let event = match event {
             // The old process of a reload was ready long ago.
             Event::Ready if !current => return,
-            Event::Ready => return self.feed(slot, machine::Event::Ready),
+            Event::Ready => {
+                self.ready_first(slot);
+                return self.feed(slot, machine::Event::Ready);
+            }
             Event::Metric { name, value } => {
                 return self.obs.app_metric(&self.by_pid, pid, &name, value)
             }
@@ -234,17 +237,47 @@ impl Supervisor {
         if !self.ready.manager.is_active() {
             return;
         }
-        let view = self.view();
+        let view = self.view(None);
         self.ready.manager.update(&view, Instant::now());
     }
 
-    fn view(&self) -> View {
+    /// Before a starting instance at `slot` takes its ready report: when
+    /// that makes every instance ready for the first time, READY=1 (and
+    /// the status it brings) goes out now, before the transition is
+    /// logged. A starting instance always goes online on it; the update
+    /// after the event then finds nothing new to send.
+    fn ready_first(&mut self, (a, i): (usize, usize)) {
+        let inst = &self.apps[a].instances[i];
+        let last = matches!(inst.state, State::Starting { .. })
+            && inst.first_ready.is_none()
+            && self.apps.iter().enumerate().all(|(b, app)| {
+                app.instances
+                    .iter()
+                    .enumerate()
+                    .all(|(j, o)| (b, j) == (a, i) || o.first_ready.is_some())
+            });
+        if last && self.ready.manager.is_active() {
+            let view = self.view(Some((a, i)));
+            self.ready.manager.update(&view, Instant::now());
+        }
+    }
+
+    /// What the service manager is told; with `assume`, as if that
+    /// instance were ready already.
+    fn view(&self, assume: Option<(usize, usize)>) -> View {
         let all = || self.apps.iter().flat_map(|a| a.instances.iter());
+        let assumed = |a: usize, i: usize| assume == Some((a, i));
         let status = self
             .apps
             .iter()
-            .map(|a| {
-                let ready = a.instances.iter().filter(|i| i.state.is_ready()).count();
+            .enumerate()
+            .map(|(k, a)| {
+                let ready = a
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, i)| i.state.is_ready() || assumed(k, *j))
+                    .count();
                 let restarts: u64 = a.instances.iter().map(|i| i.total_restarts()).sum();
                 let s = if restarts == 1 { "" } else { "s" };
                 // An errored instance is never restarted again: say so,
@@ -273,7 +306,12 @@ impl Supervisor {
             .collect::<Vec<_>>()
             .join("; ");
         View {
-            all_ready_once: all().all(|i| i.first_ready.is_some()),
+            all_ready_once: self.apps.iter().enumerate().all(|(k, a)| {
+                a.instances
+                    .iter()
+                    .enumerate()
+                    .all(|(j, i)| i.first_ready.is_some() || assumed(k, j))
+            }),
             reload_done: self.reloads.is_done(),
             status,
             starting_until: all()
