@@ -8,8 +8,8 @@
 //!
 //! An instance with a memory cap is also sampled between passes, as it
 //! nears the cap: after each sample of its tree the next one is due when
-//! the resident memory, growing at the rate seen between its last two
-//! samples, would reach the cap (or the hard limit, once over the cap),
+//! the resident memory, growing at the rate seen over its last samples
+//! (at least 100 ms apart), would reach the cap (or the hard limit, once over the cap),
 //! within [`MIN_GAP`] and the interval. Only that tree's stat files are
 //! read again, not the whole of /proc, so an idle or flat instance costs
 //! one pass per interval and a fast leak is caught within milliseconds of
@@ -47,7 +47,7 @@ pub const SLOW_EVERY: u64 = 10;
 pub const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// The gap between the first two samples of a tree with a cap, which
-/// give its growth rate.
+/// give its growth rate, and the shortest span a rate is measured over.
 pub const FIRST_GAP: Duration = Duration::from_millis(100);
 
 /// An instance's main process, and the memory limits its tree is held to.
@@ -86,23 +86,35 @@ pub async fn run(
 #[derive(Debug, Clone, Copy)]
 struct Near {
     root: Root,
-    rss: u64,
-    at: Instant,
+    /// The sample the growth rate is measured from, at least
+    /// [`FIRST_GAP`] back: closer samples would see an app that grows in
+    /// steps as flat between two of them.
+    base: (u64, Instant),
+    /// Bytes a second, from `base` to the last sample that moved it.
+    rate: f64,
     due: Instant,
 }
 
 impl Near {
+    fn new(root: Root, rss: u64, at: Instant, interval: Duration) -> Near {
+        Near {
+            root,
+            base: (rss, at),
+            rate: 0.0,
+            // A growth rate takes two samples: the second soon.
+            due: at + FIRST_GAP.min(interval),
+        }
+    }
+
     /// After a sample of `rss` bytes at `at`: when the next is due.
     fn update(&mut self, rss: u64, at: Instant, interval: Duration) {
-        let dt = at.saturating_duration_since(self.at).as_secs_f64();
-        let rate = if dt > 0.0 && rss > self.rss {
-            (rss - self.rss) as f64 / dt
-        } else {
-            0.0
-        };
-        self.rss = rss;
-        self.at = at;
-        self.due = at + gap(rss, rate, self.root, interval);
+        let (rss0, at0) = self.base;
+        let dt = at.saturating_duration_since(at0);
+        if dt >= FIRST_GAP.min(interval) {
+            self.rate = rss.saturating_sub(rss0) as f64 / dt.as_secs_f64();
+            self.base = (rss, at);
+        }
+        self.due = at + gap(rss, self.rate, self.root, interval);
     }
 }
 
@@ -168,13 +180,7 @@ fn sample(interval: Duration, roots: watch::Receiver<Vec<Root>>, tx: mpsc::Sende
                         n.update(u.rss_bytes, now, interval);
                         near.push(n);
                     }
-                    // A growth rate takes two samples: the second soon.
-                    None => near.push(Near {
-                        root: *root,
-                        rss: u.rss_bytes,
-                        at: now,
-                        due: now + FIRST_GAP.min(interval),
-                    }),
+                    None => near.push(Near::new(*root, u.rss_bytes, now, interval)),
                 }
             }
             out
@@ -240,5 +246,22 @@ mod tests {
         // An interval under MIN_GAP wins.
         let short = Duration::from_millis(5);
         assert_eq!(gap(99 * MB, 100.0 * MB as f64, root(), short), short);
+    }
+
+    #[test]
+    fn a_leak_in_steps_keeps_its_rate_between_close_samples() {
+        let i = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut n = Near::new(root(), 50 * MB, t0, i);
+        assert_eq!(n.due, ms(100));
+        n.update(60 * MB, ms(100), i);
+        assert_eq!(n.due, ms(500), "40 MB to go at 100 MB/s");
+        // 10 ms later, between two steps of the leak: still 100 MB/s.
+        n.update(60 * MB, ms(110), i);
+        assert_eq!(n.due, ms(510));
+        // Flat over a whole window: back to the interval.
+        n.update(60 * MB, ms(300), i);
+        assert_eq!(n.due, ms(1300));
     }
 }
