@@ -3,7 +3,8 @@
 //! PM2 checks every `PM2_WORKER_INTERVAL` (30 s by default) whether an
 //! instance's memory exceeds the cap and restarts it (pm2 lib/Worker.js,
 //! `max_memory_restart < monit.memory`). procward checks every sample
-//! (1 s by default), sums the whole process tree, and restarts gracefully.
+//! (1 s by default, sooner near the cap: `crate::resources`), sums the
+//! whole process tree, and restarts gracefully.
 //! Within one app only one instance is restarted for memory at a time, and
 //! only while no other instance of it is starting or stopping, so the app
 //! keeps serving; the others are caught again at the next sample. The
