@@ -52,7 +52,54 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Watch an app that procward did not start (Kubernetes sidecar).
     Observe(crate::observe::ObserveArgs),
+    /// Talk to a running procward (`status`, `reload`, `restart`, ...).
+    Control(ControlCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the man page.
+    Man,
 }
+
+/// The commands that talk to a running procward over its control socket.
+#[derive(Debug)]
+pub enum ControlCommand {
+    /// `status [--json]`.
+    Status(StatusArgs),
+    /// `describe APP`.
+    Describe(DescribeArgs),
+    /// `reload|restart|stop|start [APP|all]`.
+    Action(&'static str, ActionArgs),
+    /// `signal SIG APP`.
+    Signal(SignalArgs),
+    /// `scale APP N`.
+    Scale(ScaleArgs),
+}
+
+/// Help shared by the commands that talk to a running procward.
+const CONTROL_HELP: &str = "Exit codes: 0 done; 1 done but not everywhere (an instance \
+failed, a reload was aborted); 2 usage, or the request was refused; 3 no procward is \
+running here; 4 not allowed (only procward's user and root); 111 the conversation failed.";
+
+/// The actions on apps, with their help.
+const ACTIONS: [(&str, &str); 4] = [
+    (
+        "reload",
+        "Replace each instance's process with a new one, one instance at a time, and wait \
+         until every one is ready again",
+    ),
+    (
+        "restart",
+        "Stop each instance, then start it again, and wait until it is ready",
+    ),
+    (
+        "stop",
+        "Stop each instance for good (until `procward start`)",
+    ),
+    (
+        "start",
+        "Start each stopped or errored instance, and wait until it is ready",
+    ),
+];
 
 /// The subcommands' own arguments are defined only when one is invoked
 /// (`Command::defer`): `procward -- CMD`, the path every container start
@@ -86,6 +133,43 @@ impl Subcommand for Command {
                 )
                 .defer(crate::observe::ObserveArgs::augment_args),
         )
+        .subcommand(
+            clap::Command::new("status")
+                .visible_alias("list")
+                .about("Show the apps of the running procward, as `pm2 list` does")
+                .after_help(CONTROL_HELP)
+                .defer(StatusArgs::augment_args),
+        )
+        .subcommand(
+            clap::Command::new("describe")
+                .about("Show one app: its settings (no environment values) and restart history")
+                .after_help(CONTROL_HELP)
+                .defer(DescribeArgs::augment_args),
+        )
+        .subcommands(ACTIONS.map(|(name, about)| {
+            clap::Command::new(name)
+                .about(about)
+                .after_help(CONTROL_HELP)
+                .defer(ActionArgs::augment_args)
+        }))
+        .subcommand(
+            clap::Command::new("signal")
+                .about("Send a signal to each instance's process group (PM2's sendSignal)")
+                .after_help(CONTROL_HELP)
+                .defer(SignalArgs::augment_args),
+        )
+        .subcommand(
+            clap::Command::new("scale")
+                .about("Set an app's number of instances")
+                .after_help(CONTROL_HELP)
+                .defer(ScaleArgs::augment_args),
+        )
+        .subcommand(
+            clap::Command::new("completions")
+                .about("Print a completion script for bash, zsh or fish")
+                .defer(CompletionsArgs::augment_args),
+        )
+        .subcommand(clap::Command::new("man").about("Print procward's man page (roff)"))
     }
 
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
@@ -93,7 +177,24 @@ impl Subcommand for Command {
     }
 
     fn has_subcommand(name: &str) -> bool {
-        matches!(name, "run" | "check" | "convert" | "observe")
+        matches!(
+            name,
+            "run"
+                | "check"
+                | "convert"
+                | "observe"
+                | "status"
+                | "list"
+                | "describe"
+                | "reload"
+                | "restart"
+                | "stop"
+                | "start"
+                | "signal"
+                | "scale"
+                | "completions"
+                | "man"
+        )
     }
 }
 
@@ -106,6 +207,29 @@ impl clap::FromArgMatches for Command {
             Some(("observe", sub)) => Ok(Command::Observe(
                 crate::observe::ObserveArgs::from_arg_matches(sub)?,
             )),
+            Some(("status", sub)) => Ok(Command::Control(ControlCommand::Status(
+                StatusArgs::from_arg_matches(sub)?,
+            ))),
+            Some(("describe", sub)) => Ok(Command::Control(ControlCommand::Describe(
+                DescribeArgs::from_arg_matches(sub)?,
+            ))),
+            Some((name, sub)) if ACTIONS.iter().any(|(a, _)| *a == name) => {
+                let name = ACTIONS.iter().find(|(a, _)| *a == name).expect("found").0;
+                Ok(Command::Control(ControlCommand::Action(
+                    name,
+                    ActionArgs::from_arg_matches(sub)?,
+                )))
+            }
+            Some(("signal", sub)) => Ok(Command::Control(ControlCommand::Signal(
+                SignalArgs::from_arg_matches(sub)?,
+            ))),
+            Some(("scale", sub)) => Ok(Command::Control(ControlCommand::Scale(
+                ScaleArgs::from_arg_matches(sub)?,
+            ))),
+            Some(("completions", sub)) => Ok(Command::Completions(
+                CompletionsArgs::from_arg_matches(sub)?,
+            )),
+            Some(("man", _)) => Ok(Command::Man),
             Some((other, _)) => Err(clap::Error::raw(
                 clap::error::ErrorKind::InvalidSubcommand,
                 format!("unknown subcommand `{other}`"),
@@ -152,6 +276,101 @@ pub struct ConvertArgs {
     /// The process file to convert.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+/// Which running procward a command talks to.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// The procward's name: its process file's (`web` for web.yaml and the
+    /// `procward@web` unit) or its app's [default: the only one running].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Its control socket [default: found in $RUNTIME_DIRECTORY,
+    /// /run/procward, or procward-UID in the temporary directory].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+/// `procward status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the same JSON as `/status`.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward describe APP`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// The app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward reload|restart|stop|start [APP|all]`.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// An app's name, or `all`.
+    #[arg(value_name = "APP", default_value = "all")]
+    pub app: String,
+    /// Print what happened as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward signal SIG APP`.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The signal: SIGUSR2, USR2 or 12.
+    #[arg(value_name = "SIG")]
+    pub signal: String,
+    /// An app's name, or `all`.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// Print what happened as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward scale APP N`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The app's name.
+    #[arg(value_name = "APP")]
+    pub app: String,
+    /// How many instances it should have: N, or +N / -N more or fewer
+    /// than now, as `pm2 scale`.
+    #[arg(value_name = "N", allow_hyphen_values = true)]
+    pub instances: String,
+    /// Print what happened as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh or fish.
+    #[arg(value_name = "SHELL", value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
 }
 
 /// Run the apps of a process file (YAML, JSON or PM2's ecosystem.config.js).
@@ -317,6 +536,11 @@ pub struct AgentOpts {
     /// Stop every app and exit once one app is errored [default: the others keep running].
     #[arg(long)]
     pub exit_on_error: bool,
+    /// Serve the control socket (`procward status`, `reload`, ...) at this
+    /// path [default: $RUNTIME_DIRECTORY/procward.sock, else in
+    /// /run/procward, else in procward-UID in the temporary directory].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<String>,
 }
 
 /// Parses a `--ready` source.
@@ -599,6 +823,7 @@ impl AgentOpts {
                 &self.sample_interval,
             ),
             ("--metrics-compat", "metrics_compat", &self.metrics_compat),
+            ("--control", "control_socket", &self.control),
         ];
         for (flag, key, value) in given {
             let Some(value) = value else { continue };
@@ -637,26 +862,37 @@ pub fn exec_mode(cmd: &[OsString], instances: bool) -> ExecMode {
 /// this table when procward gains a command of that name.
 const PM2_VERBS: &[(&[&str], &str)] = &[
     (
-        &["start"],
-        "procward runs the command after `--` in the foreground: `procward -- node app.js`; \
-         the apps of a process file run with `procward run -c ecosystem.config.js`",
+        &["delete", "del"],
+        "procward keeps every app of its process file: `procward stop APP` stops one for good",
     ),
     (
-        &["stop", "delete", "del"],
-        "stop procward itself: SIGTERM (`docker stop`, `systemctl stop`, `kill PID`) stops its apps gracefully",
+        &["gracefulReload", "startOrReload"],
+        "`procward reload [APP]` replaces each instance, one at a time, once the new one is ready",
     ),
     (
-        &["restart", "reload", "gracefulReload", "startOrRestart", "startOrReload"],
-        "send SIGHUP to procward (`kill -HUP PID`, `systemctl reload`) for a rolling reload of every app",
+        &["startOrRestart"],
+        "`procward restart [APP]` restarts an app of the running procward",
     ),
     (
-        &["list", "status", "jlist", "prettylist", "describe", "monit"],
-        "procward serves its apps' state on `--metrics ADDR`: `curl ADDR/status` (JSON) and `ADDR/metrics`",
+        &["jlist", "prettylist"],
+        "`procward status --json` prints the apps' state as JSON",
+    ),
+    (
+        &["show", "info"],
+        "`procward describe APP` shows an app's settings and restart history",
+    ),
+    (
+        &["monit"],
+        "`procward status` shows CPU and memory; `--metrics ADDR` serves them to Prometheus",
     ),
     (
         &["logs", "flush"],
         "procward passes its apps' output through untouched: read it with `docker logs`, \
          `kubectl logs` or `journalctl -u UNIT`",
+    ),
+    (
+        &["sendSignal"],
+        "`procward signal SIG APP` sends a signal to each instance of an app",
     ),
     (
         &["save", "resurrect", "startup", "unstartup"],
@@ -671,19 +907,46 @@ pub fn pm2_verb(cmd: &[OsString]) -> Option<String> {
     let (_, how) = PM2_VERBS.iter().find(|(words, _)| words.contains(&verb))?;
     let mut m =
         format!("error: `{verb}` is a PM2 command; procward has no `{verb}`\n  hint: {how}");
-    if verb == "start" {
-        if let Some(target) = cmd.get(1).map(|t| t.to_string_lossy()) {
-            m.push_str(&format!("\n  hint: here: `{}`", way_to_run(&target)));
-        }
-    }
     m.push_str(&format!(
         "\n  hint: to run a program named `{verb}`, write `procward -- {verb}`"
     ));
     Some(m)
 }
 
+/// `procward completions SHELL`: the script on stdout.
+pub fn completions(shell: &str) -> i32 {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        _ => Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "procward",
+        &mut std::io::stdout(),
+    );
+    0
+}
+
+/// `procward man`: the man page, in roff, on stdout.
+pub fn man() -> i32 {
+    use clap::CommandFactory;
+    let mut out = std::io::stdout().lock();
+    match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("procward: error: cannot write the man page: {e}");
+            crate::exit::SETUP
+        }
+    }
+}
+
 /// How procward runs what `pm2 start TARGET` would.
-fn way_to_run(target: &str) -> String {
+pub fn way_to_run(target: &str) -> String {
     let ext = std::path::Path::new(target)
         .extension()
         .and_then(|e| e.to_str())
@@ -988,15 +1251,18 @@ mod tests {
 
     #[test]
     fn pm2_verbs_are_refused_with_the_procward_way() {
-        let e = pm2_verb(&v(&["start", "app.js"])).unwrap();
-        assert!(e.contains("procward -- node app.js"), "{e}");
-        assert!(e.contains("procward -- start"), "{e}");
-        let e = pm2_verb(&v(&["start", "ecosystem.config.js"])).unwrap();
-        assert!(e.contains("procward run -c ecosystem.config.js"), "{e}");
-        for verb in [
-            "list", "logs", "stop", "reload", "restart", "delete", "monit", "status",
-        ] {
+        let e = pm2_verb(&v(&["delete", "web"])).unwrap();
+        assert!(e.contains("procward stop APP"), "{e}");
+        assert!(e.contains("procward -- delete"), "{e}");
+        for verb in ["logs", "delete", "monit", "jlist", "gracefulReload"] {
             assert!(pm2_verb(&v(&[verb])).is_some(), "{verb}");
+        }
+        // Now procward commands of their own.
+        for verb in [
+            "start", "stop", "reload", "restart", "status", "list", "describe",
+        ] {
+            assert!(pm2_verb(&v(&[verb])).is_none(), "{verb}");
+            assert!(Command::has_subcommand(verb), "{verb}");
         }
         for program in ["node", "env", "ls", "kill", "sleep"] {
             assert!(pm2_verb(&v(&[program])).is_none(), "{program}");

@@ -6,6 +6,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod cron;
 mod exit;
 mod http;
@@ -76,8 +77,15 @@ fn start() -> u8 {
     match &cli.command {
         Some(Command::Check(args)) => return config::commands::check(args) as u8,
         Some(Command::Convert(args)) => return config::commands::convert(args) as u8,
+        Some(Command::Control(c)) => return control::client::command(c) as u8,
+        Some(Command::Completions(args)) => return cli::completions(&args.shell) as u8,
+        Some(Command::Man) => return cli::man() as u8,
         _ => {}
     }
+    let process_file = match &cli.command {
+        Some(Command::Run(r)) => Some(r.file.config.clone()),
+        _ => None,
+    };
     if let Some(Command::Observe(observe_args)) = cli.command {
         let (apps, agent) = match observe::plan(observe_args) {
             Ok(p) => p,
@@ -105,7 +113,11 @@ fn start() -> u8 {
         }
     };
     setup_logging(&agent);
-    let code = run(apps, agent);
+    let name = control::paths::name_of(
+        process_file.as_deref(),
+        apps.first().map_or("procward", |a| a.name.as_str()),
+    );
+    let code = run(apps, agent, name);
     init::terminal::give_back();
     // The last lines (why procward stops) should reach a stderr that is
     // read; one nobody reads does not hold the exit up for long.
@@ -119,9 +131,14 @@ fn plan(cli: Cli, args: &[std::ffi::OsString]) -> Result<Plan, String> {
     let mut agent = AgentSettings::default();
     match cli.command {
         Some(Command::Run(args)) => config::commands::plan_run(args),
-        Some(Command::Check(_) | Command::Convert(_) | Command::Observe(_)) => {
-            unreachable!("handled in main")
-        }
+        Some(
+            Command::Check(_)
+            | Command::Convert(_)
+            | Command::Observe(_)
+            | Command::Control(_)
+            | Command::Completions(_)
+            | Command::Man,
+        ) => unreachable!("handled in main"),
         None => {
             if !cli::after_dashdash(args, &cli.cmd) {
                 if let Some(e) = cli::pm2_verb(&cli.cmd) {
@@ -164,7 +181,7 @@ fn setup_logging(agent: &AgentSettings) {
 }
 
 /// The PID 1 checklist, then the supervisor loop.
-fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
+fn run(apps: Vec<AppSpec>, agent: AgentSettings, name: String) -> i32 {
     // First, before procward opens anything: sockets its own service
     // manager passed are adopted, every other inherited descriptor is
     // close-on-exec, so nothing leaks into the apps.
@@ -210,6 +227,8 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
         };
         tokio::spawn(own_log::drain());
         let metrics_addr = agent.metrics_addr;
+        let control_path = agent.control_socket.clone();
+        let app_names = apps.iter().map(|a| a.name.clone()).collect();
         let mut sup = supervise::Supervisor::new(apps, agent);
         sup.hold_sockets(listen);
         let h = sup.handles();
@@ -228,9 +247,50 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings) -> i32 {
             }
         }
         let logs = sup.logs();
+        // Held until procward exits: dropping it removes the socket.
+        let _control = serve_control(control_path.as_deref(), name, app_names, &sup, &h);
         let code = sup.run(sigs).await;
         // Captured output still in the pipes is written before exiting.
         logs.drain(std::time::Duration::from_secs(3));
         code
     })
+}
+
+/// Binds the control socket and serves it. Failing to is not fatal: the
+/// apps run, and the log says why `procward status` will not reach them.
+fn serve_control(
+    explicit: Option<&std::path::Path>,
+    name: String,
+    apps: Vec<String>,
+    sup: &supervise::Supervisor,
+    h: &status::Handles,
+) -> Option<control::server::Bound> {
+    let path = match control::paths::server_path(explicit, &name) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("no control socket (`procward status` will not reach this procward): {e}");
+            return None;
+        }
+    };
+    match control::server::bind(&path) {
+        Ok((listener, bound)) => {
+            tracing::info!(path = %path.display(), name = %name, "control socket");
+            let shared = control::server::Shared {
+                name,
+                apps,
+                status: h.status.clone(),
+                calls: sup.calls(),
+                refused: h.control_refused.clone(),
+                sampled: h.sample_interval.is_some(),
+            };
+            tokio::spawn(control::server::Server::new(listener, shared).serve());
+            Some(bound)
+        }
+        Err(e) => {
+            warn!(path = %path.display(),
+                  "no control socket (`procward status` will not reach this procward): {e}; \
+                   give this procward its own with --control PATH");
+            None
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub struct Handles {
     pub http_dropped: Option<IntCounter>,
     /// Counter of connections refused over the connection cap.
     pub http_busy: Option<IntCounter>,
+    /// Counter of refused control requests.
+    pub control_refused: Option<IntCounter>,
     /// Changes whenever a metric does.
     pub generation: Arc<AtomicU64>,
 }
@@ -56,6 +58,8 @@ pub struct AppStatus {
     pub name: String,
     /// Its `max_memory_restart`, bytes.
     pub memory_limit: Option<u64>,
+    /// PM2's `exec_mode`: fork or cluster.
+    pub mode: &'static str,
     /// Its instances.
     pub instances: Vec<InstanceStatus>,
 }
@@ -77,6 +81,8 @@ pub struct InstanceStatus {
     pub restart_time: u64,
     /// Restarts by reason; reasons with none are left out.
     pub restarts: BTreeMap<&'static str, u64>,
+    /// Why it was last restarted.
+    pub last_reason: Option<&'static str>,
     /// How its last process ended (`exit code 1`, `killed by SIGKILL`).
     pub last_exit: Option<String>,
     /// Unix time its process started, milliseconds.

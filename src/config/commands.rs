@@ -278,6 +278,18 @@ where
         .collect()
 }
 
+/// One app as `procward check` prints it (environment values hidden), for
+/// `procward describe`.
+pub fn app_settings(app: &AppSpec) -> serde_json::Value {
+    let all = normalized(&AgentSettings::default(), std::slice::from_ref(app), &[]);
+    let one = all
+        .get("apps")
+        .and_then(|a| a.get(0))
+        .cloned()
+        .unwrap_or(Yaml::Null);
+    serde_json::to_value(one).unwrap_or_default()
+}
+
 /// `procward check -c FILE`.
 pub fn check(args: &CheckArgs) -> i32 {
     match load_file(&args.file) {

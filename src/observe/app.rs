@@ -433,6 +433,7 @@ impl Watched {
         AppStatus {
             name: self.spec.name.clone(),
             memory_limit: self.spec.max_memory_restart,
+            mode: "observed",
             instances: vec![InstanceStatus {
                 instance: 0,
                 pm_id: 0,
@@ -440,6 +441,7 @@ impl Watched {
                 status: self.state_name(),
                 ready: self.is_ready(),
                 restart_time: self.restarts.iter().sum(),
+                last_reason: None,
                 restarts: REASONS
                     .iter()
                     .zip(self.restarts)

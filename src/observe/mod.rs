@@ -285,6 +285,7 @@ impl Observer {
             registry: self.metrics.as_ref().map(Metrics::registry),
             http_dropped: self.metrics.as_ref().map(|m| m.dropped("http")),
             http_busy: self.metrics.as_ref().map(|m| m.dropped("http_busy")),
+            control_refused: None,
             generation: self
                 .metrics
                 .as_ref()

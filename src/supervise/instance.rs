@@ -1,5 +1,6 @@
 //! One instance of an app: its state, its policy counters, its history.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::exit::ExitStatus;
@@ -31,6 +32,8 @@ pub struct Instance {
     /// An old process still draining while the current one runs: the
     /// overlap of a rolling reload. `None` outside one.
     pub draining: Option<Draining>,
+    /// The last restarts, oldest first, for `procward describe`.
+    pub history: VecDeque<crate::control::RestartRecord>,
 }
 
 /// An old process of the instance during a rolling reload: it serves while
@@ -64,6 +67,7 @@ impl Instance {
             under_cap_since: None,
             fit: false,
             draining: None,
+            history: VecDeque::new(),
         }
     }
 
@@ -80,6 +84,15 @@ impl Instance {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The reason of its last restart.
+    pub fn restarts_last(&self) -> Option<&'static str> {
+        let last = self.history.back()?;
+        crate::supervise::policy::Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .find(|r| *r == last.reason)
     }
 
     /// Restarts so far, all reasons.

@@ -6,6 +6,7 @@
 //! instance. Apps are started in the order listed and stopped in reverse.
 
 pub mod cluster;
+pub mod control;
 pub mod instance;
 pub mod machine;
 pub mod memory;
@@ -79,6 +80,14 @@ pub struct Supervisor {
     logs: crate::logs::Logs,
     /// `cron_restart` and `watch` reports, and what each app does about them.
     triggers: triggers::Triggers,
+    /// Requests from the control socket.
+    calls_tx: mpsc::Sender<crate::control::Call>,
+    calls_rx: mpsc::Receiver<crate::control::Call>,
+    /// Answers waiting for their instances to settle.
+    pending: Vec<control::Pending>,
+    /// Instances stopped by a control request: procward stays up for them
+    /// (a `start` may follow) instead of exiting once nothing runs.
+    held: Vec<Slot>,
 }
 
 impl Supervisor {
@@ -87,6 +96,9 @@ impl Supervisor {
         let (tx, rx) = mpsc::channel(INBOX);
         // One pass per interval: a few waiting is plenty.
         let (samples_tx, samples_rx) = mpsc::channel(4);
+        // Each control connection waits for its answer: a few in the
+        // inbox at once is plenty.
+        let (calls_tx, calls_rx) = mpsc::channel(64);
         let apps: Vec<App> = specs
             .into_iter()
             .map(|spec| {
@@ -118,7 +130,16 @@ impl Supervisor {
                 .map(|_| cluster::AppSockets::default())
                 .collect(),
             triggers: triggers::Triggers::new(n_apps),
+            calls_tx,
+            calls_rx,
+            pending: Vec::new(),
+            held: Vec::new(),
         }
+    }
+
+    /// The sender control requests reach this supervisor through.
+    pub fn calls(&self) -> mpsc::Sender<crate::control::Call> {
+        self.calls_tx.clone()
     }
 
     /// Handles for the sampler and the HTTP server.
@@ -162,6 +183,7 @@ impl Supervisor {
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             self.advance_reload();
             self.advance_triggers();
+            self.settle_pending();
             self.after_event();
             self.release_sockets();
             if let Some(code) = self.finished() {
@@ -190,6 +212,7 @@ impl Supervisor {
                 Some(report) = self.rx.recv() => self.on_app_event(report),
                 Some(r) = self.triggers.cron_rx.recv() => self.on_cron(r),
                 Some(r) = self.triggers.watch_rx.recv() => self.on_watch(r),
+                Some(call) = self.calls_rx.recv() => self.on_call(call),
             }
         }
     }
@@ -356,7 +379,15 @@ impl Supervisor {
                     self.ready.ask_to_stop(with_message, pid, signo);
                 }
             }
-            Action::CountRestart(r) => self.apps[a].instances[i].restarts[r.index()] += 1,
+            Action::CountRestart(r) => {
+                let inst = &mut self.apps[a].instances[i];
+                inst.restarts[r.index()] += 1;
+                let record = control::record(r.as_str(), inst);
+                if inst.history.len() == crate::control::HISTORY {
+                    inst.history.pop_front();
+                }
+                inst.history.push_back(record);
+            }
             Action::Changed { from, reason } => self.changed((a, i), &from, reason),
             Action::ReloadAborted { why } => self.reload_aborted((a, i), why),
             Action::GaveUp => {
@@ -490,6 +521,9 @@ impl Supervisor {
     fn finished(&self) -> Option<i32> {
         let all: Vec<&Instance> = self.apps.iter().flat_map(|a| a.instances.iter()).collect();
         if !all.iter().all(|i| i.is_final()) || self.waits_for_triggers() {
+            return None;
+        }
+        if !self.shutting_down && !self.held.is_empty() {
             return None;
         }
         if let Some(State::Errored { status }) = all

@@ -90,6 +90,7 @@ impl Observer {
             registry: self.metrics.as_ref().map(Metrics::registry),
             http_dropped: self.metrics.as_ref().map(|m| m.dropped("http")),
             http_busy: self.metrics.as_ref().map(|m| m.dropped("http_busy")),
+            control_refused: self.metrics.as_ref().map(|m| m.dropped("control")),
             generation: self
                 .metrics
                 .as_ref()
@@ -266,6 +267,10 @@ impl Observer {
             .map(|(a, app)| AppStatus {
                 name: app.spec.name.clone(),
                 memory_limit: app.spec.max_memory_restart,
+                mode: match app.spec.exec_mode {
+                    crate::config::app::ExecMode::Fork => "fork",
+                    crate::config::app::ExecMode::Cluster => "cluster",
+                },
                 instances: app
                     .instances
                     .iter()
@@ -300,6 +305,7 @@ impl Observer {
                                 .filter(|(_, n)| *n > 0)
                                 .map(|(r, n)| (r.as_str(), n))
                                 .collect::<BTreeMap<_, _>>(),
+                            last_reason: inst.restarts_last(),
                             last_exit: inst.last_status.map(|s| s.to_string()),
                             pm_uptime: since.map(|d| now_unix.saturating_sub(d).as_millis() as u64),
                             uptime_seconds: since

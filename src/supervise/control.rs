@@ -1,0 +1,353 @@
+//! Control requests (`procward restart web`, ...) as the supervisor carries
+//! them out: each becomes events fed to the instances' machines, and its
+//! answer waits in [`Pending`] until every instance concerned has settled.
+//!
+//! An instance has settled for a stop once nothing of it runs; for a start,
+//! restart or reload once a new process is ready, or once it has failed
+//! (errored, stopped, or waiting out a restart delay after a crash).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::instance::Instance;
+use super::state::State;
+use super::{App, Slot};
+use crate::control::{Outcome, Reply, RestartRecord};
+
+/// What a request does to its instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Stop for good.
+    Stop,
+    /// Start, restart or reload: a new process, ready.
+    Renew(&'static str),
+}
+
+/// An answer waiting for instances to settle.
+pub struct Pending {
+    /// What was asked.
+    pub kind: Kind,
+    /// The instances, each with its process before the request, and the
+    /// outcomes of those with nothing to do.
+    pub slots: Vec<(Slot, Option<i32>)>,
+    /// Outcomes decided at once (nothing to do).
+    pub done: Vec<Outcome>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+impl Pending {
+    /// The answer, once every instance has settled; `aborted` gives the
+    /// answer now, as it stands (procward is stopping).
+    pub fn answer(&self, apps: &[App], aborted: bool) -> Option<Reply> {
+        let mut out = self.done.clone();
+        for &((a, i), before) in &self.slots {
+            let inst = &apps[a].instances[i];
+            let settled = settled(self.kind, inst, before);
+            if settled.is_none() && !aborted {
+                return None;
+            }
+            let (ok, detail) = settled.unwrap_or((false, "aborted: procward is stopping".into()));
+            out.push(outcome(&apps[a], inst, before, ok, detail));
+        }
+        Some(Reply::outcomes(out))
+    }
+}
+
+/// Whether the instance has settled, and if so whether as asked.
+fn settled(kind: Kind, inst: &Instance, before: Option<i32>) -> Option<(bool, String)> {
+    let last = || {
+        inst.last_status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "no process".into())
+    };
+    if inst.draining.is_some() {
+        return None;
+    }
+    match (kind, &inst.state) {
+        (_, State::Spawning { .. } | State::Stopping { .. } | State::Emptying { .. }) => None,
+        (Kind::Stop, State::Stopped { .. }) => Some((true, "stopped".into())),
+        (Kind::Stop, State::Errored { .. }) => Some((true, "errored, not running".into())),
+        (Kind::Stop, State::Starting { .. } | State::Online { .. } | State::Waiting { .. }) => None,
+        (Kind::Renew(_), State::Starting { .. }) => None,
+        (Kind::Renew(done), State::Online { pid, .. }) => {
+            (Some(*pid) != before).then(|| (true, done.to_string()))
+        }
+        (Kind::Renew(_), State::Waiting { .. }) => Some((
+            false,
+            format!("{} before it was ready; restart pending", last()),
+        )),
+        (Kind::Renew(_), State::Stopped { .. }) => {
+            Some((false, format!("{}; not restarted", last())))
+        }
+        (Kind::Renew(_), State::Errored { .. }) => Some((false, format!("errored: {}", last()))),
+    }
+}
+
+/// One instance's outcome.
+pub fn outcome(
+    app: &App,
+    inst: &Instance,
+    before: Option<i32>,
+    ok: bool,
+    detail: String,
+) -> Outcome {
+    Outcome {
+        app: app.spec.name.clone(),
+        instance: inst.index,
+        pid_before: before,
+        pid: inst.state.pid(),
+        state: inst.state.name().into(),
+        ok,
+        detail,
+    }
+}
+
+/// A restart as `describe` lists it.
+pub fn record(reason: &str, inst: &Instance) -> RestartRecord {
+    RestartRecord {
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64,
+        reason: reason.into(),
+        exit: inst.last_status.map(|s| s.to_string()),
+    }
+}
+
+impl super::Supervisor {
+    /// Carries out one control request; the answer goes back now, or once
+    /// its instances have settled ([`Pending`]).
+    pub(super) fn on_call(&mut self, call: crate::control::Call) {
+        use crate::control::Request;
+        let crate::control::Call { request, reply } = call;
+        if self.shutting_down {
+            let _ = reply.send(Reply::refused(
+                "shutting_down",
+                "procward is stopping and takes no more requests",
+                None,
+            ));
+            return;
+        }
+        tracing::info!(cmd = request.name(), "control request");
+        let answer = match request {
+            Request::Hello | Request::Status => Err(Reply::refused(
+                "bad_request",
+                "answered by the control socket itself",
+                None,
+            )),
+            Request::Describe { app } => self.select(&app, false).map(|a| self.describe(a[0])),
+            Request::Stop { app } => self.select(&app, true).map(|apps| self.stop_apps(&apps)),
+            Request::Start { app } => self
+                .select(&app, true)
+                .map(|apps| self.renew(&apps, "start")),
+            Request::Restart { app } => self
+                .select(&app, true)
+                .map(|apps| self.renew(&apps, "restart")),
+            Request::Reload { app } => self
+                .select(&app, true)
+                .map(|apps| self.renew(&apps, "reload")),
+            Request::Signal { app, signal } => match crate::config::units::parse_signal(&signal) {
+                Err(e) => Err(Reply::refused("bad_request", e, None)),
+                Ok(sig) => self
+                    .select(&app, true)
+                    .map(|apps| Ok(self.signal_apps(&apps, sig as i32))),
+            },
+            Request::Scale { .. } => Err(Reply::refused(
+                "not_supported",
+                "this procward cannot change an app's number of instances while it runs",
+                Some("set `instances` in the process file and restart procward".into()),
+            )),
+        };
+        match answer {
+            Ok(Ok(now)) | Err(now) => {
+                let _ = reply.send(now);
+            }
+            Ok(Err((kind, slots, done))) => self.pending.push(Pending {
+                kind,
+                slots,
+                done,
+                reply,
+            }),
+        }
+    }
+
+    /// The apps a request names: one by name, or every one for `all`.
+    fn select(&self, name: &str, all_allowed: bool) -> Result<Vec<usize>, Reply> {
+        if name == "all" && all_allowed {
+            return Ok((0..self.apps.len()).collect());
+        }
+        match self.apps.iter().position(|a| a.spec.name == name) {
+            Some(a) => Ok(vec![a]),
+            None => {
+                let names: Vec<&str> = self.apps.iter().map(|a| a.spec.name.as_str()).collect();
+                Err(Reply::refused(
+                    "unknown_app",
+                    format!("no app named `{name}`"),
+                    Some(format!(
+                        "this procward runs: {}{}",
+                        names.join(", "),
+                        if all_allowed { " (or `all`)" } else { "" }
+                    )),
+                ))
+            }
+        }
+    }
+
+    fn describe(&self, a: usize) -> Answer {
+        let app = &self.apps[a];
+        let d = crate::control::Description {
+            name: app.spec.name.clone(),
+            config: crate::config::commands::app_settings(&app.spec),
+            env_names: app.spec.env_keys.clone(),
+            instances: app
+                .instances
+                .iter()
+                .map(|inst| crate::control::InstanceHistory {
+                    instance: inst.index,
+                    state: inst.state.name().into(),
+                    pid: inst.state.pid(),
+                    restarts: inst.history.iter().cloned().collect(),
+                })
+                .collect(),
+        };
+        Ok(Reply::data(serde_json::to_value(d).unwrap_or_default()))
+    }
+
+    fn stop_apps(&mut self, apps: &[usize]) -> Answer {
+        let mut slots = Vec::new();
+        let mut done = Vec::new();
+        for &a in apps {
+            for i in 0..self.apps[a].instances.len() {
+                let slot = (a, i);
+                if !self.held.contains(&slot) {
+                    self.held.push(slot);
+                }
+                let inst = &self.apps[a].instances[i];
+                if inst.is_final() {
+                    done.push(outcome(
+                        &self.apps[a],
+                        inst,
+                        None,
+                        true,
+                        "already stopped".into(),
+                    ));
+                    continue;
+                }
+                slots.push((slot, inst.state.pid()));
+                self.feed(slot, super::machine::Event::Stop);
+            }
+        }
+        Err((Kind::Stop, slots, done))
+    }
+
+    /// `start`, `restart` or `reload`.
+    fn renew(&mut self, apps: &[usize], what: &'static str) -> Answer {
+        let mut slots = Vec::new();
+        let mut done = Vec::new();
+        let mut reload = Vec::new();
+        for &a in apps {
+            for i in 0..self.apps[a].instances.len() {
+                let slot = (a, i);
+                let inst = &self.apps[a].instances[i];
+                let running = matches!(inst.state, State::Starting { .. } | State::Online { .. });
+                let before = inst.state.pid();
+                match what {
+                    "start"
+                        if running
+                            || !inst.is_final() && !matches!(inst.state, State::Waiting { .. }) =>
+                    {
+                        done.push(outcome(
+                            &self.apps[a],
+                            inst,
+                            before,
+                            true,
+                            "already running".into(),
+                        ));
+                        continue;
+                    }
+                    "reload" if !running => {
+                        done.push(outcome(
+                            &self.apps[a],
+                            inst,
+                            before,
+                            true,
+                            format!("{}: nothing to reload", inst.state.name()),
+                        ));
+                        continue;
+                    }
+                    _ => {}
+                }
+                self.held.retain(|s| *s != slot);
+                slots.push((slot, before));
+                if what == "reload" {
+                    if !reload.contains(&a) {
+                        reload.push(a);
+                    }
+                } else {
+                    self.feed(
+                        slot,
+                        super::machine::Event::Restart(super::policy::Reason::Manual),
+                    );
+                }
+            }
+        }
+        if !reload.is_empty() {
+            self.reload_apps(&reload, None);
+        }
+        let past = match what {
+            "start" => "started",
+            "restart" => "restarted",
+            _ => "reloaded",
+        };
+        Err((Kind::Renew(past), slots, done))
+    }
+
+    fn signal_apps(&mut self, apps: &[usize], signo: i32) -> Reply {
+        let mut out = Vec::new();
+        let name = crate::init::signals::name(signo);
+        for &a in apps {
+            for inst in &self.apps[a].instances {
+                let Some(pid) = inst.state.pid() else {
+                    out.push(outcome(
+                        &self.apps[a],
+                        inst,
+                        None,
+                        true,
+                        format!("{}: not signalled", inst.state.name()),
+                    ));
+                    continue;
+                };
+                let (ok, detail) = match crate::tree::signal(pid, signo) {
+                    Ok(()) => {
+                        self.signals_forwarded += 1;
+                        (true, format!("{name} sent"))
+                    }
+                    Err(e) => (false, format!("{name} not sent: {e}")),
+                };
+                out.push(outcome(&self.apps[a], inst, Some(pid), ok, detail));
+            }
+        }
+        Reply::outcomes(out)
+    }
+
+    /// Sends the answers whose instances have settled (all of them, as
+    /// they stand, once procward is stopping).
+    pub(super) fn settle_pending(&mut self) {
+        let aborted = self.shutting_down;
+        let mut k = 0;
+        while k < self.pending.len() {
+            match self.pending[k].answer(&self.apps, aborted) {
+                Some(reply) => {
+                    let p = self.pending.swap_remove(k);
+                    let _ = p.reply.send(reply);
+                }
+                None => k += 1,
+            }
+        }
+    }
+}
+
+/// A request's answer: now, or the instances to wait for.
+type Answer = Result<Reply, (Kind, Vec<(Slot, Option<i32>)>, Vec<Outcome>)>;
