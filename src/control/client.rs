@@ -261,13 +261,19 @@ pub fn command(c: &crate::cli::ControlCommand) -> i32 {
         C::Action(name, a) => {
             let app = a.app.clone();
             // `pm2 start app.js` out of habit: say how procward runs a file.
-            if *name == "start"
-                && (app.contains('/') || app.contains('.'))
-                && Path::new(&app).is_file()
-            {
+            let script = Path::new(&app)
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        "js" | "cjs" | "mjs" | "ts" | "py" | "sh" | "json" | "yaml" | "yml"
+                    )
+                });
+            if *name == "start" && (script || app.contains('/')) {
                 eprintln!(
                     "procward: error: `procward start APP` starts a stopped app of the running procward; \
-                     `{app}` is a file\n  hint: to run it: `{}`",
+                     `{app}` names a file\n  hint: to run it: `{}`",
                     crate::cli::way_to_run(&app)
                 );
                 return USAGE;
