@@ -273,7 +273,14 @@ fn serve_control(
         }
     };
     match control::server::bind(&path) {
-        Ok((listener, bound)) => {
+        Ok((listener, mut bound)) => {
+            // `BASE/NAME/procward.sock`: the directory is this procward's.
+            if explicit.is_none() && control::paths::runtime_directory().is_none() {
+                bound.own_dir = path
+                    .parent()
+                    .filter(|d| d.file_name() == Some(name.as_ref()))
+                    .map(|d| d.to_path_buf());
+            }
             tracing::info!(path = %path.display(), name = %name, "control socket");
             let shared = control::server::Shared {
                 name,

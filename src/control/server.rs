@@ -24,6 +24,9 @@ use crate::status::Status;
 pub struct Bound {
     path: PathBuf,
     inode: u64,
+    /// A directory made for this socket alone (`BASE/NAME`), removed with
+    /// it when empty.
+    pub own_dir: Option<PathBuf>,
 }
 
 impl Drop for Bound {
@@ -32,6 +35,9 @@ impl Drop for Bound {
         // were told to use.
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
+        }
+        if let Some(d) = &self.own_dir {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -101,6 +107,7 @@ pub fn bind(path: &Path) -> std::io::Result<(UnixListener, Bound)> {
         Bound {
             path: path.to_path_buf(),
             inode,
+            own_dir: None,
         },
     ))
 }
