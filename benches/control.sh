@@ -60,19 +60,19 @@ ms() {
     awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", (b - a) * 1000}'
 }
 
-: >"$TMP/pw" ; : >"$TMP/pm2"
+: >"$TMP/t-pw"; : >"$TMP/t-pwj"; : >"$TMP/t-pm2"; : >"$TMP/t-pm2j"
 for ((k = 0; k < rounds; k++)); do
-    ms "$PW" status --control "$sock" >>"$TMP/pw"
-    ms "$PW" status --json --control "$sock" >>"$TMP/pwj"
+    ms "$PW" status --control "$sock" >>"$TMP/t-pw"
+    ms "$PW" status --json --control "$sock" >>"$TMP/t-pwj"
     # PM2 is ~100x slower: a tenth of the rounds gives as steady a median.
     if [[ -n $PM2 ]] && ((k % 10 == 0)); then
-        ms pm2 list >>"$TMP/pm2"
-        ms pm2 jlist >>"$TMP/pm2j"
+        ms pm2 list >>"$TMP/t-pm2"
+        ms pm2 jlist >>"$TMP/t-pm2j"
     fi
 done
 
-pw=$(median <"$TMP/pw")
-pwj=$(median <"$TMP/pwj")
+pw=$(median <"$TMP/t-pw")
+pwj=$(median <"$TMP/t-pwj")
 figure control_status ms pm2 "<= 5" "\`procward status\` vs \`pm2 list\`, one command, median"
 value control_status procward "$pw"
 figure control_json ms pm2 "<= 0.1x pm2" "\`procward status --json\` vs \`pm2 jlist\`, one command, median"
@@ -80,11 +80,11 @@ value control_json procward "$pwj"
 say "procward status:        median $pw ms over $rounds runs"
 say "procward status --json: median $pwj ms over $rounds runs"
 if [[ -n $PM2 ]]; then
-    p=$(median <"$TMP/pm2")
-    pj=$(median <"$TMP/pm2j")
+    p=$(median <"$TMP/t-pm2")
+    pj=$(median <"$TMP/t-pm2j")
     value control_status pm2 "$p"
     value control_json pm2 "$pj"
-    say "pm2 list:               median $p ms over $(wc -l <"$TMP/pm2") runs ($(pm2 --version 2>/dev/null | tail -n 1))"
+    say "pm2 list:               median $p ms over $(wc -l <"$TMP/t-pm2") runs ($(pm2 --version 2>/dev/null | tail -n 1))"
     say "pm2 jlist:              median $pj ms"
     say "procward / pm2:         $(awk -v a="$pw" -v b="$p" 'BEGIN {printf "%.3f", a / b}') (target < 0.1)"
 fi
