@@ -73,6 +73,8 @@ pub enum ControlCommand {
     Signal(SignalArgs),
     /// `scale APP N`.
     Scale(ScaleArgs),
+    /// `logs [APP] [--lines N] [--follow]`.
+    Logs(LogsArgs),
 }
 
 /// Help shared by the commands that talk to a running procward.
@@ -165,6 +167,12 @@ impl Subcommand for Command {
                 .defer(ScaleArgs::augment_args),
         )
         .subcommand(
+            clap::Command::new("logs")
+                .about("Print an app's last lines of output (when procward keeps them), and follow new ones")
+                .after_help(CONTROL_HELP)
+                .defer(LogsArgs::augment_args),
+        )
+        .subcommand(
             clap::Command::new("completions")
                 .about("Print a completion script for bash, zsh or fish")
                 .defer(CompletionsArgs::augment_args),
@@ -192,6 +200,7 @@ impl Subcommand for Command {
                 | "start"
                 | "signal"
                 | "scale"
+                | "logs"
                 | "completions"
                 | "man"
         )
@@ -225,6 +234,9 @@ impl clap::FromArgMatches for Command {
             ))),
             Some(("scale", sub)) => Ok(Command::Control(ControlCommand::Scale(
                 ScaleArgs::from_arg_matches(sub)?,
+            ))),
+            Some(("logs", sub)) => Ok(Command::Control(ControlCommand::Logs(
+                LogsArgs::from_arg_matches(sub)?,
             ))),
             Some(("completions", sub)) => Ok(Command::Completions(
                 CompletionsArgs::from_arg_matches(sub)?,
@@ -358,6 +370,26 @@ pub struct ScaleArgs {
     #[arg(value_name = "N", allow_hyphen_values = true)]
     pub instances: String,
     /// Print what happened as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Which procward.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `procward logs [APP]`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// An app's name, or `all`.
+    #[arg(value_name = "APP", default_value = "all")]
+    pub app: String,
+    /// How many of the last lines [default: 15, as PM2].
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    pub lines: usize,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
     /// Which procward.
@@ -886,9 +918,8 @@ const PM2_VERBS: &[(&[&str], &str)] = &[
         "`procward status` shows CPU and memory; `--metrics ADDR` serves them to Prometheus",
     ),
     (
-        &["logs", "flush"],
-        "procward passes its apps' output through untouched: read it with `docker logs`, \
-         `kubectl logs` or `journalctl -u UNIT`",
+        &["flush"],
+        "procward does not empty log files: its rotation (`max_size`, `retain` under `procward:`) keeps them bounded",
     ),
     (
         &["sendSignal"],
@@ -1254,7 +1285,7 @@ mod tests {
         let e = pm2_verb(&v(&["delete", "web"])).unwrap();
         assert!(e.contains("procward stop APP"), "{e}");
         assert!(e.contains("procward -- delete"), "{e}");
-        for verb in ["logs", "delete", "monit", "jlist", "gracefulReload"] {
+        for verb in ["flush", "delete", "monit", "jlist", "gracefulReload"] {
             assert!(pm2_verb(&v(&[verb])).is_some(), "{verb}");
         }
         // Now procward commands of their own.

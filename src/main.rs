@@ -289,6 +289,7 @@ fn serve_control(
                 calls: sup.calls(),
                 refused: h.control_refused.clone(),
                 sampled: h.sample_interval.is_some(),
+                logs: sup.logs(),
             };
             tokio::spawn(control::server::Server::new(listener, shared).serve());
             Some(bound)

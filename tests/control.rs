@@ -558,3 +558,94 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     let (code, _, err) = ctl(&["completions", "powershell"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn logs_and_the_last_crash_come_from_captured_output() {
+    let dir = scratch();
+    let out = path_in(&dir, "out.log");
+    let err = path_in(&dir, "err.log");
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--name",
+            "talk",
+            "-o",
+            &out,
+            "-e",
+            &err,
+            "--restart-delay",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; exit 3",
+        ],
+    );
+    run.wait_line(&["restart delayed"]);
+    let c = ["--control", sock.as_str()];
+    let (code, text, e) = ctl(&[&["logs", "talk", "--lines", "5"][..], &c].concat());
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        text.contains("0|talk") && text.contains("| hello"),
+        "{text}"
+    );
+    assert!(text.contains("| oops"), "{text}");
+    let (code, text, _) = ctl(&[&["describe", "talk"][..], &c].concat());
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("last lines of stderr")
+            && text.contains("oops")
+            && text.contains("exit code 3"),
+        "{text}"
+    );
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+
+    // --follow: lines as they come, until the client goes.
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--name",
+            "ticker",
+            "-o",
+            &out,
+            "--",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+        ],
+    );
+    let mut follower = Command::new(bin())
+        .args([
+            "logs",
+            "ticker",
+            "--follow",
+            "--lines",
+            "0",
+            "--control",
+            &sock,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains("| tick") && second.contains("| tick"),
+        "{first}\n{second}"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+
+    // Output passed through is not kept: the command says where it went.
+    let (mut run, sock) = serve(&dir, &["--name", "quiet", "--", "sleep", "1000"]);
+    let (code, _, e) = ctl(&["logs", "--control", &sock]);
+    assert_eq!(code, 2, "{e}");
+    assert!(e.contains("keeps none") && e.contains("docker logs"), "{e}");
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}

@@ -297,6 +297,15 @@ pub fn command(c: &crate::cli::ControlCommand) -> i32 {
             };
             run(&target(&a.target), request, out(a.json))
         }
+        C::Logs(a) => logs(
+            &target(&a.target),
+            Request::Logs {
+                app: a.app.clone(),
+                lines: a.lines,
+                follow: a.follow,
+            },
+            out(a.json),
+        ),
         C::Scale(a) => {
             let t = target(&a.target);
             let n = match scale_to(&t, &a.app, &a.instances) {
@@ -351,4 +360,95 @@ fn scale_to(target: &Target, app: &str, text: &str) -> Result<u32, (i32, String)
         return Err((USAGE, format!("procward: error: no app named `{app}`")));
     };
     u32::try_from((current + sign * n).max(0)).map_err(|_| bad())
+}
+
+/// `procward logs`: the last lines, then (with `--follow`) new ones until
+/// interrupted.
+fn logs(target: &Target, request: Request, output: Output) -> i32 {
+    let (path, stream) = match connect(target) {
+        Ok(c) => c,
+        Err((code, msg)) => {
+            eprintln!("{msg}");
+            return code;
+        }
+    };
+    let follow = matches!(request, Request::Logs { follow: true, .. });
+    let broken = |e: std::io::Error| {
+        eprintln!("procward: error: no answer from {}: {e}", path.display());
+        BROKEN
+    };
+    let mut reader = match (|| {
+        let mut stream = stream;
+        stream.set_read_timeout((!follow).then(|| Duration::from_secs(10)))?;
+        let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stream.write_all(&line)?;
+        Ok(BufReader::new(stream))
+    })() {
+        Ok(r) => r,
+        Err(e) => return broken(e),
+    };
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = std::io::stdout().lock();
+    let mut first = String::new();
+    if let Err(e) = reader.read_line(&mut first) {
+        return broken(e);
+    }
+    let lines: Vec<super::Line> = match serde_json::from_str::<Reply>(&first) {
+        Ok(Reply::Done(d)) => d
+            .data
+            .and_then(|v| serde_json::from_value(v["lines"].clone()).ok())
+            .unwrap_or_default(),
+        Ok(Reply::Refused(r)) => {
+            eprintln!("procward: error: {}", r.error);
+            if let Some(h) = r.hint {
+                eprintln!("  hint: {h}");
+            }
+            return if r.kind == "not_allowed" {
+                NOT_ALLOWED
+            } else {
+                USAGE
+            };
+        }
+        Err(e) => {
+            return broken(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        }
+    };
+    let width = lines
+        .iter()
+        .map(|l| format!("{}|{}", l.instance, l.app).len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let print = |out: &mut std::io::StdoutLock, l: &super::Line| {
+        let text = match output {
+            Output::Json => serde_json::to_string(l).unwrap_or_default() + "\n",
+            Output::Text => render::log_line(l, width, colour),
+        };
+        out.write_all(text.as_bytes()).is_ok()
+    };
+    for l in &lines {
+        if !print(&mut out, l) {
+            return OK;
+        }
+    }
+    if !follow {
+        return OK;
+    }
+    let _ = out.flush();
+    let mut next = String::new();
+    loop {
+        next.clear();
+        match reader.read_line(&mut next) {
+            Ok(0) => return OK,
+            Ok(_) => {}
+            Err(e) => return broken(e),
+        }
+        if let Ok(l) = serde_json::from_str::<super::Line>(&next) {
+            if !print(&mut out, &l) {
+                return OK;
+            }
+            let _ = out.flush();
+        }
+    }
 }

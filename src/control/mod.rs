@@ -87,6 +87,24 @@ pub enum Request {
         /// How many instances it should have.
         instances: u32,
     },
+    /// The apps' captured output: the last lines, then (with `follow`)
+    /// every new line until the client goes.
+    Logs {
+        /// An app's name, or `all`.
+        #[serde(default = "all")]
+        app: String,
+        /// How many of the last lines.
+        #[serde(default = "fifteen")]
+        lines: usize,
+        /// Keep sending new lines.
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+/// `pm2 logs`' default number of lines.
+fn fifteen() -> usize {
+    15
 }
 
 fn all() -> String {
@@ -106,6 +124,7 @@ impl Request {
             Request::Start { .. } => "start",
             Request::Signal { .. } => "signal",
             Request::Scale { .. } => "scale",
+            Request::Logs { .. } => "logs",
         }
     }
 }
@@ -249,6 +268,36 @@ pub struct InstanceHistory {
     pub pid: Option<i32>,
     /// The last restarts, oldest first (at most [`HISTORY`]).
     pub restarts: Vec<RestartRecord>,
+    /// The last lines of stderr of its last crashed process, when its
+    /// output is captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_crash: Option<LastCrash>,
+}
+
+/// What `describe` shows of the last crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastCrash {
+    /// The process that crashed.
+    pub pid: i32,
+    /// How it ended.
+    pub status: String,
+    /// Its last lines of stderr, oldest first.
+    pub lines: Vec<String>,
+}
+
+/// One line of an app's output, as `procward logs` sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Line {
+    /// The app's name.
+    pub app: String,
+    /// The instance.
+    pub instance: u32,
+    /// `out` or `err`.
+    pub stream: String,
+    /// Unix time procward read it, milliseconds.
+    pub at_ms: u64,
+    /// The line.
+    pub text: String,
 }
 
 /// Restarts kept per instance for `describe`.
@@ -313,8 +362,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Reply> {
 }
 
 /// The commands the server knows.
-const KNOWN: [&str; 9] = [
-    "hello", "status", "describe", "reload", "restart", "stop", "start", "signal", "scale",
+const KNOWN: [&str; 10] = [
+    "hello", "status", "describe", "reload", "restart", "stop", "start", "signal", "scale", "logs",
 ];
 
 #[cfg(test)]

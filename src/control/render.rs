@@ -214,8 +214,12 @@ pub fn description(d: &Value) -> String {
                 r["exit"].as_str().unwrap_or("-")
             );
         }
-        if let Some(lines) = inst["last_crash_stderr"].as_array() {
-            out += "    last lines of stderr before the last crash:\n";
+        if let Some(lines) = inst["last_crash"]["lines"].as_array() {
+            out += &format!(
+                "    last lines of stderr of pid {} ({}):\n",
+                inst["last_crash"]["pid"],
+                inst["last_crash"]["status"].as_str().unwrap_or("?")
+            );
             for l in lines {
                 out += &format!("      {}\n", l.as_str().unwrap_or(""));
             }
@@ -244,6 +248,18 @@ fn clock(ms: u64) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// One line of `procward logs`, as PM2 prints it: `0|web  | text`, with
+/// the app's name coloured on a terminal and stderr lines in red.
+pub fn log_line(l: &super::Line, width: usize, colour: bool) -> String {
+    let tag = format!("{}|{}", l.instance, l.app);
+    let pad = " ".repeat(width.saturating_sub(tag.chars().count()));
+    match (colour, l.stream.as_str()) {
+        (true, "err") => format!("{GREY}{tag}{pad} |{RESET} {RED}{}{RESET}\n", l.text),
+        (true, _) => format!("{GREEN}{tag}{pad} |{RESET} {}\n", l.text),
+        (false, _) => format!("{tag}{pad} | {}\n", l.text),
+    }
 }
 
 /// What an action did, one line per instance.

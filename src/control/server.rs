@@ -58,6 +58,8 @@ pub struct Shared {
     /// Whether a sampler fills the snapshot's CPU and memory; when not,
     /// `status` reads /proc itself.
     pub sampled: bool,
+    /// The apps' captured output.
+    pub logs: crate::logs::Logs,
 }
 
 /// The server: a bound socket and what connections need.
@@ -161,7 +163,8 @@ struct Connection {
 
 impl Connection {
     async fn run(self, mut stream: UnixStream, busy: bool) {
-        let reply = self.answer(&mut stream, busy).await;
+        let mut follow = None;
+        let reply = self.answer(&mut stream, busy, &mut follow).await;
         let Some(reply) = reply else { return };
         if let Reply::Refused(r) = &reply {
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
@@ -174,16 +177,117 @@ impl Connection {
         line.push(b'\n');
         // A client that does not read its answer is given up on, like one
         // that does not write its question.
-        let _ = tokio::time::timeout(IDLE_TIMEOUT, async {
-            stream.write_all(&line).await?;
-            stream.shutdown().await
-        })
-        .await;
+        let wrote = tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&line)).await;
+        if let (Some(app), Ok(Ok(()))) = (follow, wrote) {
+            self.follow(&mut stream, app).await;
+        }
+        let _ = tokio::time::timeout(IDLE_TIMEOUT, stream.shutdown()).await;
+    }
+
+    /// `logs --follow`: every new line of app `app` (all when `None`), one
+    /// JSON line each, until the client goes or reads too slowly.
+    async fn follow(&self, stream: &mut UnixStream, app: Option<usize>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut rx = self.shared.logs.follow();
+        loop {
+            let line = match rx.recv().await {
+                Ok(l) => l,
+                Err(RecvError::Lagged(n)) => {
+                    let note = format!("{{\"lagged\":{n}}}\n");
+                    if stream.write_all(note.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if app.is_some_and(|a| a != line.app) {
+                continue;
+            }
+            let mut out = serde_json::to_vec(&self.line(&line)).unwrap_or_default();
+            out.push(b'\n');
+            // A reader that stops reading is dropped like a silent one.
+            match tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
+    fn line(&self, l: &crate::logs::LogLine) -> super::Line {
+        super::Line {
+            app: self.shared.apps.get(l.app).cloned().unwrap_or_default(),
+            instance: l.instance,
+            stream: l.stream.as_str().into(),
+            at_ms: l
+                .time
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            text: l.text.clone(),
+        }
+    }
+
+    /// `logs`: the last lines, and whether to follow (which app).
+    fn logs(
+        &self,
+        app: &str,
+        lines: usize,
+        follow: bool,
+        out: &mut Option<Option<usize>>,
+    ) -> Reply {
+        let index = match app {
+            "all" => None,
+            name => match self.shared.apps.iter().position(|a| a == name) {
+                Some(a) => Some(a),
+                None => {
+                    return Reply::refused(
+                        "unknown_app",
+                        format!("no app named `{name}`"),
+                        Some(format!(
+                            "this procward runs: {} (or `all`)",
+                            self.shared.apps.join(", ")
+                        )),
+                    )
+                }
+            },
+        };
+        let captured = match index {
+            Some(a) => self.shared.logs.captured(a),
+            None => (0..self.shared.apps.len()).any(|a| self.shared.logs.captured(a)),
+        };
+        if !captured {
+            return Reply::refused(
+                "not_captured",
+                "procward passes this app's output through untouched and keeps none of it",
+                Some(
+                    "read it with `docker logs`, `kubectl logs` or `journalctl -u UNIT`; \
+                     or set a log key (out_file, error_file, log_file) so procward keeps the last lines"
+                        .into(),
+                ),
+            );
+        }
+        let recent: Vec<super::Line> = self
+            .shared
+            .logs
+            .recent(index, lines.min(crate::logs::RING_LINES))
+            .iter()
+            .map(|l| self.line(l))
+            .collect();
+        if follow {
+            *out = Some(index);
+        }
+        Reply::data(serde_json::json!({ "lines": recent }))
     }
 
     /// The reply for this connection; `None` when the client said nothing
     /// in time (it is dropped without one).
-    async fn answer(&self, stream: &mut UnixStream, busy: bool) -> Option<Reply> {
+    async fn answer(
+        &self,
+        stream: &mut UnixStream,
+        busy: bool,
+        follow: &mut Option<Option<usize>>,
+    ) -> Option<Reply> {
         match stream.peer_cred() {
             Ok(c) if c.uid() == self.uid || c.uid() == 0 => {}
             Ok(c) => {
@@ -248,6 +352,14 @@ impl Connection {
             Err(reply) => return Some(reply),
         };
         debug!(cmd = request.name(), "control request");
+        if let Request::Logs {
+            app,
+            lines,
+            follow: f,
+        } = &request
+        {
+            return Some(self.logs(app, *lines, *f, follow));
+        }
         Some(self.carry_out(request).await)
     }
 

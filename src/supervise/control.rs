@@ -132,7 +132,7 @@ impl super::Supervisor {
         }
         tracing::info!(cmd = request.name(), "control request");
         let answer = match request {
-            Request::Hello | Request::Status => Err(Reply::refused(
+            Request::Hello | Request::Status | Request::Logs { .. } => Err(Reply::refused(
                 "bad_request",
                 "answered by the control socket itself",
                 None,
@@ -204,11 +204,20 @@ impl super::Supervisor {
             instances: app
                 .instances
                 .iter()
-                .map(|inst| crate::control::InstanceHistory {
+                .enumerate()
+                .map(|(i, inst)| crate::control::InstanceHistory {
                     instance: inst.index,
                     state: inst.state.name().into(),
                     pid: inst.state.pid(),
                     restarts: inst.history.iter().cloned().collect(),
+                    last_crash: self
+                        .logs
+                        .last_crash(a, i)
+                        .map(|c| crate::control::LastCrash {
+                            pid: c.pid,
+                            status: c.status,
+                            lines: c.lines,
+                        }),
                 })
                 .collect(),
         };
