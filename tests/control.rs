@@ -649,3 +649,55 @@ fn logs_and_the_last_crash_come_from_captured_output() {
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+#[test]
+fn the_socket_is_found_in_the_runtime_directory_or_the_users_own() {
+    use std::os::unix::fs::PermissionsExt;
+    // Under systemd: $RUNTIME_DIRECTORY, for procward and for the command.
+    let dir = scratch();
+    let rt = path_in(&dir, "rt");
+    std::fs::create_dir(&rt).unwrap();
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut run = Running::start_cmd(
+        Command::new(bin())
+            .args(["--name", "unit", "--", "sleep", "1000"])
+            .env("RUNTIME_DIRECTORY", &rt),
+    );
+    run.wait_line(&["control socket", &format!("{rt}/procward.sock")]);
+    let found = Command::new(bin())
+        .args(["status", "--json"])
+        .env("RUNTIME_DIRECTORY", &rt)
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert!(String::from_utf8_lossy(&found.stdout).contains("\"name\": \"unit\""));
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+
+    // Not root, no runtime directory: its own procward-UID in the
+    // temporary directory (/run/procward is root's), found by the same user.
+    let anyone = bin_for_anyone(&dir);
+    let tmp = path_in(&dir, "tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", &anyone])
+            .args(args)
+            .env("TMPDIR", &tmp)
+            .env_remove("RUNTIME_DIRECTORY");
+        c
+    };
+    let mut run = Running::start_cmd(&mut as_nobody(&["--name", "mine", "--", "sleep", "1000"]));
+    let sock = format!("{tmp}/procward-65534/procward.sock");
+    run.wait_line(&["control socket", &sock]);
+    let (code, out, err) = ctl_cmd(&mut as_nobody(&["status"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("│ mine "), "{out}");
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
