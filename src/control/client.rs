@@ -131,7 +131,16 @@ fn ask(
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    // A refusal (a user not allowed, say) may come, and the server close,
+    // before the request is written: the answer is still there to read.
+    if let Err(e) = stream.write_all(&line) {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(e);
+        }
+    }
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
     if answer.is_empty() {
@@ -382,7 +391,15 @@ fn logs(target: &Target, request: Request, output: Output) -> i32 {
         stream.set_read_timeout((!follow).then(|| Duration::from_secs(10)))?;
         let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        stream.write_all(&line)?;
+        if let Err(e) = stream.write_all(&line) {
+            // As in `ask`: a refusal may already wait to be read.
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) {
+                return Err(e);
+            }
+        }
         Ok(BufReader::new(stream))
     })() {
         Ok(r) => r,
