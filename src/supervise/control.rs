@@ -2,15 +2,19 @@
 //! them out: each becomes events fed to the instances' machines, and its
 //! answer waits in [`Pending`] until every instance concerned has settled.
 //!
-//! An instance has settled for a stop once nothing of it runs; for a start,
-//! restart or reload once a new process is ready, or once it has failed
-//! (errored, stopped, or waiting out a restart delay after a crash).
+//! An instance has settled for a stop once nothing of it runs; for a start
+//! or restart once a new process is ready, or once it has failed (errored,
+//! stopped, or waiting out a restart delay after a crash). A reload is the
+//! rolling reload's own (`reload.rs`): its answer waits for the report
+//! [`super::Supervisor::reload_apps`] sends once every instance has settled,
+//! aborted reloads included.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
 use super::instance::Instance;
+use super::reload::{InstanceReload, ReloadReport, ReloadResult};
 use super::state::State;
 use super::{App, Slot};
 use crate::control::{Outcome, Reply, RestartRecord};
@@ -20,17 +24,23 @@ use crate::control::{Outcome, Reply, RestartRecord};
 pub enum Kind {
     /// Stop for good.
     Stop,
-    /// Start, restart or reload: a new process, ready.
+    /// Start or restart: a new process, ready.
     Renew(&'static str),
+}
+
+/// What an answer waits for.
+pub enum Wait {
+    /// These instances to settle, each with its process before the request.
+    Settle(Kind, Vec<(Slot, Option<i32>)>),
+    /// The rolling reload's report; the instances and their processes
+    /// before, should it never come.
+    Reload(oneshot::Receiver<ReloadReport>, Vec<(Slot, Option<i32>)>),
 }
 
 /// An answer waiting for instances to settle.
 pub struct Pending {
-    /// What was asked.
-    pub kind: Kind,
-    /// The instances, each with its process before the request, and the
-    /// outcomes of those with nothing to do.
-    pub slots: Vec<(Slot, Option<i32>)>,
+    /// What it waits for.
+    pub wait: Wait,
     /// Outcomes decided at once (nothing to do).
     pub done: Vec<Outcome>,
     /// Where the answer goes.
@@ -40,11 +50,30 @@ pub struct Pending {
 impl Pending {
     /// The answer, once every instance has settled; `aborted` gives the
     /// answer now, as it stands (procward is stopping).
-    pub fn answer(&self, apps: &[App], aborted: bool) -> Option<Reply> {
+    pub fn answer(&mut self, apps: &[App], aborted: bool) -> Option<Reply> {
         let mut out = self.done.clone();
-        for &((a, i), before) in &self.slots {
+        let (kind, slots) = match &mut self.wait {
+            Wait::Settle(kind, slots) => (*kind, &*slots),
+            Wait::Reload(rx, slots) => {
+                match rx.try_recv() {
+                    Ok(report) => {
+                        out.extend(report.iter().filter_map(|r| reloaded(apps, r)));
+                        return Some(Reply::outcomes(out));
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) if !aborted => return None,
+                    Err(_) => {}
+                }
+                for &((a, i), before) in slots.iter() {
+                    let inst = &apps[a].instances[i];
+                    let detail = "aborted: procward is stopping".into();
+                    out.push(outcome(&apps[a], inst, before, false, detail));
+                }
+                return Some(Reply::outcomes(out));
+            }
+        };
+        for &((a, i), before) in slots {
             let inst = &apps[a].instances[i];
-            let settled = settled(self.kind, inst, before);
+            let settled = settled(kind, inst, before);
             if settled.is_none() && !aborted {
                 return None;
             }
@@ -53,6 +82,26 @@ impl Pending {
         }
         Some(Reply::outcomes(out))
     }
+}
+
+/// One instance's reload as the answer lists it.
+fn reloaded(apps: &[App], r: &InstanceReload) -> Option<Outcome> {
+    let app = apps.iter().find(|a| a.spec.name == r.app)?;
+    let inst = app.instances.get(r.instance)?;
+    let (ok, detail) = match &r.result {
+        ReloadResult::Done => (true, "reloaded".to_string()),
+        ReloadResult::Aborted(why) => (false, format!("aborted: {why}")),
+        ReloadResult::NotRunning => (true, format!("{}: nothing to reload", inst.state.name())),
+    };
+    Some(Outcome {
+        app: r.app.clone(),
+        instance: inst.index,
+        pid_before: r.pid_before,
+        pid: r.pid,
+        state: inst.state.name().into(),
+        ok,
+        detail,
+    })
 }
 
 /// Whether the instance has settled, and if so whether as asked.
@@ -145,9 +194,7 @@ impl super::Supervisor {
             Request::Restart { app } => self
                 .select(&app, true)
                 .map(|apps| self.renew(&apps, "restart")),
-            Request::Reload { app } => self
-                .select(&app, true)
-                .map(|apps| self.renew(&apps, "reload")),
+            Request::Reload { app } => self.select(&app, true).map(|apps| self.reload(&apps)),
             Request::Signal { app, signal } => match crate::config::units::parse_signal(&signal) {
                 Err(e) => Err(Reply::refused("bad_request", e, None)),
                 Ok(sig) => self
@@ -164,12 +211,7 @@ impl super::Supervisor {
             Ok(Ok(now)) | Err(now) => {
                 let _ = reply.send(now);
             }
-            Ok(Err((kind, slots, done))) => self.pending.push(Pending {
-                kind,
-                slots,
-                done,
-                reply,
-            }),
+            Ok(Err((wait, done))) => self.pending.push(Pending { wait, done, reply }),
         }
     }
 
@@ -248,14 +290,30 @@ impl super::Supervisor {
                 self.feed(slot, super::machine::Event::Stop);
             }
         }
-        Err((Kind::Stop, slots, done))
+        Err((Wait::Settle(Kind::Stop, slots), done))
     }
 
-    /// `start`, `restart` or `reload`.
+    /// `reload`: the rolling reload, answered by its report.
+    fn reload(&mut self, apps: &[usize]) -> Answer {
+        let slots = apps
+            .iter()
+            .flat_map(|&a| {
+                self.apps[a]
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, inst)| ((a, i), inst.state.pid()))
+            })
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.reload_apps(apps, Some(tx));
+        Err((Wait::Reload(rx, slots), Vec::new()))
+    }
+
+    /// `start` or `restart`.
     fn renew(&mut self, apps: &[usize], what: &'static str) -> Answer {
         let mut slots = Vec::new();
         let mut done = Vec::new();
-        let mut reload = Vec::new();
         for &a in apps {
             for i in 0..self.apps[a].instances.len() {
                 let slot = (a, i);
@@ -276,41 +334,21 @@ impl super::Supervisor {
                         ));
                         continue;
                     }
-                    "reload" if !running => {
-                        done.push(outcome(
-                            &self.apps[a],
-                            inst,
-                            before,
-                            true,
-                            format!("{}: nothing to reload", inst.state.name()),
-                        ));
-                        continue;
-                    }
                     _ => {}
                 }
                 self.held.retain(|s| *s != slot);
                 slots.push((slot, before));
-                if what == "reload" {
-                    if !reload.contains(&a) {
-                        reload.push(a);
-                    }
-                } else {
-                    self.feed(
-                        slot,
-                        super::machine::Event::Restart(super::policy::Reason::Manual),
-                    );
-                }
+                self.feed(
+                    slot,
+                    super::machine::Event::Restart(super::policy::Reason::Manual),
+                );
             }
-        }
-        if !reload.is_empty() {
-            self.reload_apps(&reload, None);
         }
         let past = match what {
             "start" => "started",
-            "restart" => "restarted",
-            _ => "reloaded",
+            _ => "restarted",
         };
-        Err((Kind::Renew(past), slots, done))
+        Err((Wait::Settle(Kind::Renew(past), slots), done))
     }
 
     fn signal_apps(&mut self, apps: &[usize], signo: i32) -> Reply {
@@ -359,4 +397,4 @@ impl super::Supervisor {
 }
 
 /// A request's answer: now, or the instances to wait for.
-type Answer = Result<Reply, (Kind, Vec<(Slot, Option<i32>)>, Vec<Outcome>)>;
+type Answer = Result<Reply, (Wait, Vec<Outcome>)>;
