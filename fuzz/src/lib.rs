@@ -17,6 +17,8 @@
 mod cli;
 #[path = "../../src/config/mod.rs"]
 mod config;
+#[path = "../../src/control/mod.rs"]
+mod control;
 #[path = "../../src/cron.rs"]
 mod cron;
 #[path = "../../src/exit.rs"]
@@ -238,6 +240,7 @@ fn server() -> &'static SocketAddr {
                     registry: Some(registry),
                     http_dropped: Some(dropped),
                     http_busy: Some(busy),
+                    control_refused: None,
                     generation: Arc::new(Default::default()),
                 };
                 // A free port: bind, read it, let go, bind it again.
