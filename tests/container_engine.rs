@@ -165,6 +165,26 @@ fn podman_kill_hup_reloads_the_app() {
     assert_eq!(code_of(pw.wait_exit()), 0, "{}", pw.seen.join("\n"));
 }
 
+/// `podman exec CTR procward status`, as `docker exec` would: a second
+/// process in the container's namespaces reaches the running procward over
+/// its control socket and lists the app.
+#[test]
+fn podman_exec_procward_status_lists_the_running_app() {
+    if !engine("podman_exec_status") {
+        return;
+    }
+    let name = Name::new("status");
+    let mut pw = run(&name, &[WEB]);
+    let pid = pid_field(&pw.wait_line(&["to=\"online\""]));
+    let table = podman_ok(&["exec", &name.0, "procward", "status"]);
+    assert!(table.contains("online"), "{table}");
+    assert!(table.contains(&format!(" {pid} ")), "{table}");
+    let json = podman_ok(&["exec", &name.0, "procward", "status", "--json"]);
+    assert!(json.contains(&format!("\"pid\": {pid},")), "{json}");
+    podman_ok(&["stop", "--time", "30", &name.0]);
+    assert_eq!(code_of(pw.wait_exit()), 0, "{}", pw.seen.join("\n"));
+}
+
 #[test]
 fn orphans_are_reaped_inside_the_container() {
     if !engine("orphans_are_reaped") {
