@@ -537,7 +537,9 @@ unsafe fn move_fds(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
 
 /// What breaks the clone spawn's safety envelope (its items 1 and 2) in
 /// the calling thread, if anything: a signal other than the kernel's own
-/// that is not blocked, or a signal with a handler installed.
+/// that is not blocked, or a signal with a handler installed. Checked at
+/// every spawn in debug builds and by the unit tests.
+#[cfg(any(debug_assertions, test))]
 pub fn envelope_violation() -> Option<String> {
     use crate::init::signals::KERNEL_SIGNALS;
     let kernel = |signo: i32| KERNEL_SIGNALS.iter().any(|s| *s as i32 == signo);
