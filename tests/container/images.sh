@@ -75,3 +75,8 @@ CMD ["node", "server.js"]
 DOCKERFILE
 step "podman build localhost/procward-test-tini"
 podman build --quiet --pull=never -t localhost/procward-test-tini "$work/tini" >/dev/null
+
+# The images these replace are left untagged: remove them, so the test
+# storage does not grow with every run.
+step "podman image prune (the replaced images)"
+podman image prune --force >/dev/null
