@@ -207,15 +207,9 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings, name: String) -> i32 {
         warn!(error = %e, "cannot become a child subreaper: orphaned descendants will not be reaped \
               (are you using Linux >= 3.4?). To fix it, run procward as PID 1");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match init::event_loop() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("procward: cannot start the event loop: {e}");
-            return exit::SETUP;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let sigs = match init::signals::SignalSource::new() {

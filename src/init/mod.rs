@@ -10,6 +10,18 @@ pub mod terminal;
 
 use std::io;
 
+/// The single-threaded event loop procward runs on, in every mode; failing
+/// to make it is a set-up error, said on stderr (logging may not be up).
+pub fn event_loop() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("procward: cannot start the event loop: {e}");
+            crate::exit::SETUP
+        })
+}
+
 /// Whether procward is the init of its PID namespace.
 pub fn is_pid1() -> bool {
     std::process::id() == 1

@@ -173,15 +173,9 @@ pub fn run(apps: Vec<ObservedSpec>, agent: AgentSettings) -> i32 {
         eprintln!("procward: cannot block signals: {e}");
         return exit::SETUP;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::init::event_loop() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("procward: cannot start the event loop: {e}");
-            return exit::SETUP;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let sigs = match signals::SignalSource::new() {
