@@ -313,3 +313,93 @@ fn a_fork_mode_app_without_held_sockets_is_stopped_then_started_with_a_log_line(
     p.signal(libc::SIGTERM);
     assert_eq!(code_of(p.wait_exit()), 0);
 }
+
+/// `procward reload` while a watch restart of the same instances is under
+/// way (one at a time, as the sockets are held): the request is answered
+/// once each instance has been reloaded after it, with processes started
+/// after the request. It used to wait for ever: the instances were already
+/// queued by the trigger, whose restarts answer no request.
+#[test]
+fn a_reload_asked_while_a_watch_restart_is_under_way_is_answered() {
+    let watched = scratch();
+    let dir = scratch();
+    let mode_file = path_in(&dir, "mode");
+    let sock = path_in(&dir, "procward.sock");
+    let port = free_port();
+    // Each new process listens a second after it starts: the watch
+    // restart is still under way when the request comes.
+    std::fs::write(&mode_file, "slow").unwrap();
+    let mut p = Running::start_cmd(
+        Command::new(bin())
+            .current_dir(watched.path())
+            .args([
+                "--control",
+                &sock,
+                "--watch",
+                "-i",
+                "2",
+                "--name",
+                "web",
+                "--",
+            ])
+            .arg(node(22))
+            .arg(fixture("cluster/reloadable.js"))
+            .env("PORT", port.to_string())
+            .env("MODE_FILE", &mode_file),
+    );
+    p.wait_line(&["watching for changes"]);
+    let first: BTreeSet<i32> = online(&mut p, 2).into_iter().collect();
+    std::fs::write(watched.path().join("lib.js"), "module.exports = 1\n").unwrap();
+    p.wait_line(&["app=web", "change detected"]);
+    let mut ctl = Command::new(bin())
+        .args(["reload", "web", "--control", &sock])
+        .env_remove("RUNTIME_DIRECTORY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut ctl, PATIENCE).unwrap_or_else(|| {
+        let _ = ctl.kill();
+        p.count_lines(&[]);
+        panic!(
+            "`procward reload` not answered within {PATIENCE:?}; seen:\n{}",
+            p.seen.join("\n")
+        )
+    });
+    let mut out = String::new();
+    ctl.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(code_of(status), 0, "{out}");
+    let mut reloaded = BTreeSet::new();
+    for i in 0..2 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("web/{i} ")))
+            .unwrap_or_else(|| panic!("no line for instance {i}:\n{out}"));
+        assert!(
+            line.starts_with("ok ") && line.contains("reloaded"),
+            "{out}"
+        );
+        let pid: i32 = line
+            .rsplit("-> ")
+            .next()
+            .and_then(|r| r.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no new pid in {line}"));
+        reloaded.insert(pid);
+    }
+    assert!(reloaded.is_disjoint(&first), "{first:?} {reloaded:?}");
+    // Both instances went through the watch restart, then the reload.
+    assert_eq!(
+        p.count_lines(&["reason=\"watch\"", "to=\"starting\""]),
+        2,
+        "{}",
+        p.seen.join("\n")
+    );
+    assert_eq!(
+        p.count_lines(&["reason=\"reload\"", "to=\"starting\""]),
+        2,
+        "{}",
+        p.seen.join("\n")
+    );
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+}

@@ -12,7 +12,10 @@
 //!
 //! A request waits for its instances: [`Supervisor::reload_apps`] takes a
 //! sender that gets one [`InstanceReload`] per instance once each has
-//! settled.
+//! settled. It is answered only by reloads that start after it: an
+//! instance already being replaced when it comes (by an earlier reload, or
+//! by a cron or watch restart, which share the queue) is queued again, so
+//! its answer names a process started after the request.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -72,6 +75,9 @@ pub struct Reloads {
     queue: VecDeque<(Slot, Event)>,
     in_flight: Option<InFlight>,
     waiters: Vec<Waiter>,
+    /// Entries taken from the queue so far; each is numbered by it, and a
+    /// request is answered by entries numbered after it.
+    taken: u64,
     /// Why the last reload of an app was aborted, until one is done: shown
     /// in STATUS=.
     pub aborted: HashMap<usize, String>,
@@ -83,9 +89,13 @@ struct InFlight {
     reload: bool,
     before: Option<i32>,
     aborted: Option<&'static str>,
+    /// Its number in [`Reloads::taken`].
+    run: u64,
 }
 
 struct Waiter {
+    /// [`Reloads::taken`] when the request came.
+    since: u64,
     slots: Vec<Slot>,
     results: Vec<Option<InstanceReload>>,
     reply: oneshot::Sender<ReloadReport>,
@@ -140,6 +150,7 @@ impl Supervisor {
                 return self.reload_next();
             }
             self.reloads.waiters.push(Waiter {
+                since: self.reloads.taken,
                 results: vec![None; slots.len()],
                 slots,
                 reply,
@@ -176,9 +187,11 @@ impl Supervisor {
         let before = f.before;
         let slot = f.slot;
         let reload = f.reload;
+        let run = f.run;
         self.reloads.in_flight = None;
         if !reload {
-            // A trigger's restart: the policy and its log line say the rest.
+            // A trigger's restart: the policy and its log line say the
+            // rest, and no request waits for it.
             return self.reload_next();
         }
         let name = &self.apps[a].spec.name;
@@ -197,15 +210,29 @@ impl Supervisor {
         }
         self.obs.reloaded(a, result.as_str());
         let r = self.result_of(slot, before, result);
-        self.deliver(slot, r);
+        self.deliver(slot, run, r);
         self.reload_next();
     }
 
-    /// Queues `event` for the instance, to be fed when its turn comes
-    /// (unless it is already queued or in flight).
+    /// Queues `event` for the instance, to be fed when its turn comes,
+    /// unless the same kind (a reload, or a trigger's restart) is already
+    /// queued for it and not yet begun. A reload is queued again behind
+    /// one in flight: that one's new process was started before it was
+    /// asked for. A trigger's restart is not.
     pub(super) fn queue_rolling(&mut self, slot: Slot, event: Event) {
-        let in_flight = self.reloads.in_flight.as_ref().map(|f| f.slot);
-        if Some(slot) != in_flight && !self.reloads.queue.iter().any(|(s, _)| *s == slot) {
+        let reload = event == Event::Reload;
+        let queued = self
+            .reloads
+            .queue
+            .iter()
+            .any(|(s, e)| *s == slot && (*e == Event::Reload) == reload);
+        let in_flight = !reload
+            && self
+                .reloads
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.slot == slot && !f.reload);
+        if !queued && !in_flight {
             self.reloads.queue.push_back((slot, event));
         }
     }
@@ -266,6 +293,8 @@ impl Supervisor {
                 return;
             }
             self.reloads.queue.pop_front();
+            self.reloads.taken += 1;
+            let run = self.reloads.taken;
             let reload = event == Event::Reload;
             match inst.state {
                 State::Starting { pid, .. } | State::Online { pid, .. } => {
@@ -274,6 +303,7 @@ impl Supervisor {
                         reload,
                         before: Some(pid),
                         aborted: None,
+                        run,
                     });
                     self.feed(slot, event);
                 }
@@ -290,12 +320,13 @@ impl Supervisor {
                             reload,
                             before: None,
                             aborted: None,
+                            run,
                         });
                     }
                 }
                 _ => {
                     let r = self.result_of(slot, None, ReloadResult::NotRunning);
-                    self.deliver(slot, r);
+                    self.deliver(slot, run, r);
                 }
             }
         }
@@ -311,12 +342,17 @@ impl Supervisor {
         }
     }
 
-    /// Gives `r` to every request waiting for `slot`; answers those that
-    /// are complete.
-    fn deliver(&mut self, slot: Slot, r: InstanceReload) {
+    /// Gives `r`, the outcome of queue entry `run`, to every request
+    /// waiting for `slot` that came before the entry was begun; answers
+    /// those that are complete.
+    fn deliver(&mut self, slot: Slot, run: u64, r: InstanceReload) {
         let mut k = 0;
         while k < self.reloads.waiters.len() {
             let w = &mut self.reloads.waiters[k];
+            if w.since >= run {
+                k += 1;
+                continue;
+            }
             for (s, out) in w.slots.iter().zip(w.results.iter_mut()) {
                 if *s == slot && out.is_none() {
                     *out = Some(r.clone());
