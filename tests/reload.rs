@@ -1,5 +1,6 @@
 //! The rolling, overlapping reload: an app whose sockets procward holds
-//! (cluster mode here) gets each replacement started beside the serving
+//! (a Node app in cluster mode, or any app given `--listen` sockets with
+//! LISTEN_FDS) gets each replacement started beside the serving
 //! process, and the old one is stopped only once the new one is ready, so
 //! a client under steady load sees no failed request and no refused
 //! connection. A replacement that crashes or never gets ready aborts the
@@ -130,8 +131,7 @@ fn online(p: &mut Running, n: usize) -> Vec<i32> {
         .collect()
 }
 
-/// Ten SIGHUP reloads under load: every request answered, none refused,
-/// every old process gone, and the new ones serving.
+/// Ten SIGHUP reloads of the Node server in cluster mode under load.
 fn ten_reloads_under_load(instances: usize) {
     let port = free_port();
     let mut p = start(
@@ -140,7 +140,14 @@ fn ten_reloads_under_load(instances: usize) {
         port,
         &["--listen-timeout", "30s"],
     );
-    let mut old: BTreeSet<i32> = online(&mut p, instances).into_iter().collect();
+    ten_reloads_of(&mut p, port, instances);
+}
+
+/// Ten SIGHUP reloads of `p`'s app, serving its pid on `port`, under load:
+/// every request answered, none refused, every old process gone, and the
+/// new ones serving.
+fn ten_reloads_of(p: &mut Running, port: u16, instances: usize) {
+    let mut old: BTreeSet<i32> = online(p, instances).into_iter().collect();
     let load = Load::start(port);
     load.more(50);
     let mut current = old.clone();
@@ -183,6 +190,11 @@ fn ten_reloads_under_load(instances: usize) {
         p.count_lines(&["reason=\"reload\"", "to=\"starting\""]),
         10 * instances
     );
+    // Each replacement started beside the process it replaced.
+    assert_eq!(
+        p.count_lines(&["starting the replacement while the process serves"]),
+        10 * instances
+    );
     assert_eq!(p.count_lines(&["crashed"]), 0, "{}", p.seen.join("\n"));
     p.signal(libc::SIGTERM);
     p.wait_exit();
@@ -196,6 +208,32 @@ fn ten_reloads_of_two_cluster_workers_under_load_fail_no_request() {
 #[test]
 fn ten_reloads_of_one_cluster_worker_under_load_fail_no_request() {
     ten_reloads_under_load(1);
+}
+
+/// The same for any language: a Python server on the socket procward holds
+/// for `--listen` (LISTEN_FDS), ready by sd_notify, stopping gracefully on
+/// SIGINT.
+#[test]
+fn ten_reloads_of_two_listen_fds_instances_under_load_fail_no_request() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let app = fixture("cluster/listen_fds_drain.py");
+    let mut p = Running::start(&[
+        "--listen",
+        &addr,
+        "-i",
+        "2",
+        "--name",
+        "web",
+        "--ready",
+        "notify",
+        "--listen-timeout",
+        "30s",
+        "--",
+        "python3",
+        app.to_str().unwrap(),
+    ]);
+    ten_reloads_of(&mut p, port, 2);
 }
 
 /// A reload to code that fails before it is ready: the old process keeps
