@@ -395,3 +395,37 @@ fn the_examples_serve_on_the_socket_procward_holds() {
         assert_eq!(p.count_lines(&["exited"]), 0, "{}", p.seen.join("\n"));
     }
 }
+
+/// A worker that did not receive the socket sent to it (the kernel dropped
+/// the descriptor: the worker had none free) answers NODE_HANDLE_NACK, as
+/// Node's `child_process` does; procward sends the socket again, as Node's
+/// primary does, and the worker serves on it.
+#[test]
+fn a_socket_the_worker_did_not_receive_is_sent_again() {
+    for major in MAJORS {
+        let port = free_port();
+        let mut p = Running::start_cmd(
+            std::process::Command::new(bin())
+                .args(["-i", "1", "--strict-ready", "--listen-timeout", "60s", "--"])
+                .arg(node(major))
+                .arg(fixture("cluster/nack.js"))
+                .env("PORT", port.to_string()),
+        );
+        let nack = p.wait_line(&["did not receive its socket", "sending it again"]);
+        assert!(nack.contains("retransmission=1"), "{nack}");
+        let pid = online(&mut p, 1)[0];
+        assert_eq!(
+            get(port, "/").expect("a request to the worker"),
+            pid.to_string(),
+            "Node {major}"
+        );
+        assert_eq!(
+            p.count_lines(&["did not receive its socket"]),
+            1,
+            "Node {major}: {}",
+            p.seen.join("\n")
+        );
+        p.signal(libc::SIGTERM);
+        p.wait_exit();
+    }
+}

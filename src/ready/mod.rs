@@ -62,6 +62,10 @@ pub enum Event {
     /// A Node cluster message from a worker ([`cluster`] describes the
     /// protocol).
     Cluster(cluster::Request),
+    /// The answer to a message that carried a descriptor:
+    /// `NODE_HANDLE_ACK` (true) or `NODE_HANDLE_NACK` (false, the
+    /// descriptor did not arrive).
+    HandleReceived(bool),
     /// The IPC channel was closed by the process (or the process is gone).
     Disconnected,
     /// sd_notify `STATUS=`: a free-form status line.

@@ -15,7 +15,10 @@
 //!   unasked is `NODE_HANDLE` (a handle passed with SCM_RIGHTS); Node's
 //!   receiver answers `{"cmd":"NODE_HANDLE_ACK"}`, and without that answer the
 //!   sender queues every later message. We read with plain reads (the kernel
-//!   closes any descriptor passed to us) and acknowledge.
+//!   closes any descriptor passed to us) and acknowledge. The child's answers
+//!   to the sockets procward sends it, `NODE_HANDLE_ACK` and
+//!   `NODE_HANDLE_NACK` (the descriptor did not arrive: send it again), are
+//!   handed to the supervisor.
 //! - `NODE_CLUSTER` messages (a worker's `online`, `queryServer`,
 //!   `listening`, `close`) are handed to the supervisor as
 //!   [`Event::Cluster`]; [`super::cluster`] describes the protocol.
@@ -190,6 +193,11 @@ async fn read_loop(
                     event: Event::Cluster(request),
                 }),
                 Line::Internal(cmd) if cmd == "NODE_HANDLE" => acks += 1,
+                Line::Internal(cmd) if cmd == "NODE_HANDLE_ACK" || cmd == "NODE_HANDLE_NACK" => out
+                    .push(Report {
+                        pid,
+                        event: Event::HandleReceived(cmd == "NODE_HANDLE_ACK"),
+                    }),
                 Line::Internal(cmd) => trace!(pid, cmd, "Node internal message ignored"),
                 Line::Metrics(m) => out.extend(m.into_iter().map(|(name, value)| Report {
                     pid,

@@ -9,10 +9,21 @@
 //! ([`Supervisor::release_sockets`]). A rolling reload can therefore start
 //! a replacement while the old process still accepts: both get the same
 //! socket.
+//!
+//! A socket goes to a worker as Node's `child_process` sends a handle
+//! (`lib/internal/child_process.js`, `target._send` and the
+//! `internalMessage` listener of `setupChannel`): stop and wait. Once a
+//! message with a descriptor is written, every later message to that worker
+//! waits until it answers `NODE_HANDLE_ACK`. `NODE_HANDLE_NACK` means the
+//! descriptor did not arrive (the kernel dropped it, `MSG_CTRUNC`, when the
+//! worker had no free descriptor): the message and its descriptor are sent
+//! again, at most [`MAX_HANDLE_RETRANSMISSIONS`] times, after which Node
+//! gives up with a `SentHandleNotReceivedWarning` and so does procward,
+//! with a warning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use tracing::{debug, info, warn};
@@ -33,6 +44,32 @@ pub struct AppSockets {
     /// Workers told to disconnect, with the signal that follows once they
     /// have (Node's `worker.kill()`).
     pub disconnecting: HashMap<i32, i32>,
+    /// What waits for each worker's answer to a socket sent to it.
+    outbox: HashMap<i32, Outbox>,
+}
+
+/// How often a socket a worker did not receive is sent again
+/// (`MAX_HANDLE_RETRANSMISSIONS` in `lib/internal/child_process.js`).
+pub const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
+
+/// A message to a worker, with the socket it carries.
+#[derive(Debug)]
+struct Message {
+    value: serde_json::Value,
+    /// procward's own copy of the socket, kept until the worker has it.
+    fd: Option<OwnedFd>,
+}
+
+/// Messages to one worker while a socket sent to it is not yet
+/// acknowledged (Node's `_pendingMessage` and `_handleQueue`).
+#[derive(Debug)]
+struct Outbox {
+    /// The message whose socket awaits `NODE_HANDLE_ACK`.
+    pending: Message,
+    /// Times it was sent again after a `NODE_HANDLE_NACK`.
+    retransmissions: u32,
+    /// Later messages, in order.
+    queue: VecDeque<Message>,
 }
 
 impl AppSockets {
@@ -73,7 +110,7 @@ impl Supervisor {
     /// `signo`. False when the message cannot be sent.
     pub(super) fn cluster_disconnect(&mut self, a: usize, pid: i32, signo: i32) -> bool {
         let msg = serde_json::json!({"cmd": "NODE_CLUSTER", "act": "disconnect"});
-        if !self.ready_channels(pid).is_some_and(|c| c.send_ipc(&msg)) {
+        if !self.send_to_worker(a, pid, msg, None) {
             return false;
         }
         debug!(app = %self.apps[a].spec.name, pid, "told the old cluster worker to disconnect");
@@ -86,9 +123,109 @@ impl Supervisor {
     pub(super) fn on_disconnected(&mut self, pid: i32) {
         let running = self.by_pid.contains_key(&pid);
         for held in &mut self.sockets {
+            held.outbox.remove(&pid);
             match held.disconnecting.remove(&pid) {
                 Some(signo) if running => super::signal_logged(pid, signo),
                 _ => {}
+            }
+        }
+    }
+
+    /// Process `pid` is gone: nothing more is sent to it.
+    pub(super) fn forget_worker(&mut self, pid: i32) {
+        for held in &mut self.sockets {
+            held.outbox.remove(&pid);
+            held.disconnecting.remove(&pid);
+        }
+    }
+
+    /// Sends `value` to worker `pid` of app `a`, with socket `fd` attached
+    /// if given, or queues it behind a socket not yet acknowledged. False
+    /// when it cannot be written.
+    fn send_to_worker(
+        &mut self,
+        a: usize,
+        pid: i32,
+        value: serde_json::Value,
+        fd: Option<OwnedFd>,
+    ) -> bool {
+        let msg = Message { value, fd };
+        match self.sockets[a].outbox.get_mut(&pid) {
+            Some(out) => {
+                out.queue.push_back(msg);
+                true
+            }
+            None => self.write_to_worker(a, pid, msg),
+        }
+    }
+
+    /// Writes `msg` now; one carrying a socket waits for its answer.
+    fn write_to_worker(&mut self, a: usize, pid: i32, msg: Message) -> bool {
+        let Some(c) = self.ready_channels(pid) else {
+            return false;
+        };
+        let Some(fd) = &msg.fd else {
+            return c.send_ipc(&msg.value);
+        };
+        if let Err(e) = c.send_ipc_fd(&msg.value, fd.as_raw_fd()) {
+            warn!(app = %self.apps[a].spec.name, pid, error = %e,
+                  "cannot send the socket to the cluster worker");
+            return false;
+        }
+        self.sockets[a].outbox.insert(
+            pid,
+            Outbox {
+                pending: msg,
+                retransmissions: 0,
+                queue: VecDeque::new(),
+            },
+        );
+        true
+    }
+
+    /// Worker `pid` answered the socket sent to it: received (ACK), or not
+    /// (NACK: sent again, up to [`MAX_HANDLE_RETRANSMISSIONS`] times). Once
+    /// it is received, or given up, the messages waiting behind it go.
+    pub(super) fn on_handle_answer(&mut self, pid: i32, received: bool) {
+        let Some(&(a, i)) = self.by_pid.get(&pid) else {
+            return;
+        };
+        let app = &self.apps[a].spec.name;
+        let Some(out) = self.sockets[a].outbox.get_mut(&pid) else {
+            debug!(%app, pid, received, "answer to a socket that was not sent: ignored");
+            return;
+        };
+        if !received && out.retransmissions < MAX_HANDLE_RETRANSMISSIONS {
+            out.retransmissions += 1;
+            warn!(%app, instance = i, pid, retransmission = out.retransmissions,
+                  "the cluster worker did not receive its socket (NODE_HANDLE_NACK): sending it again");
+            let resent = match (self.ready.channels(pid), &out.pending.fd) {
+                (Some(c), Some(fd)) => c.send_ipc_fd(&out.pending.value, fd.as_raw_fd()),
+                _ => Err(std::io::ErrorKind::NotConnected.into()),
+            };
+            match resent {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(%app, pid, error = %e, "cannot send the socket to the cluster worker again")
+                }
+            }
+        } else if !received {
+            warn!(%app, instance = i, pid, retransmissions = out.retransmissions,
+                  "the cluster worker did not receive its socket, sent again as often as Node does: giving up, its server will not listen");
+        }
+        let Some(out) = self.sockets[a].outbox.remove(&pid) else {
+            return;
+        };
+        let mut queue = out.queue;
+        while let Some(msg) = queue.pop_front() {
+            let handle = msg.fd.is_some();
+            if !self.write_to_worker(a, pid, msg) {
+                warn!(pid, "cannot write to the cluster worker");
+            } else if handle {
+                if let Some(o) = self.sockets[a].outbox.get_mut(&pid) {
+                    o.queue = queue;
+                }
+                return;
             }
         }
     }
@@ -126,7 +263,7 @@ impl Supervisor {
         let app = self.apps[a].spec.name.clone();
         let answer = match self.socket_for(a, &q) {
             Ok(fd) => {
-                if let Err(e) = sockets::set_nonblocking(fd) {
+                if let Err(e) = sockets::set_nonblocking(fd.as_raw_fd()) {
                     warn!(app, error = %e, "cannot make the socket non-blocking");
                 }
                 info!(
@@ -137,13 +274,7 @@ impl Supervisor {
                     "cluster worker listens on a socket procward holds"
                 );
                 let msg = cluster::with_handle(cluster::query_answer(0, seq, &q.key, 0));
-                match self.ready_channels(pid).map(|c| c.send_ipc_fd(&msg, fd)) {
-                    Some(Ok(())) => return,
-                    Some(Err(e)) => {
-                        warn!(app, pid, error = %e, "cannot send the socket to the cluster worker")
-                    }
-                    None => {}
-                }
+                self.send_to_worker(a, pid, msg, Some(fd));
                 return;
             }
             Err(errno) => {
@@ -156,13 +287,18 @@ impl Supervisor {
         self.cluster_send(pid, answer);
     }
 
-    /// The descriptor to give for `q`: a socket made before for its key,
-    /// a `listen` socket (by its descriptor number in the worker, or its
-    /// address), or a new one made as Node's primary makes it.
-    fn socket_for(&mut self, a: usize, q: &Query) -> Result<i32, i32> {
+    /// A copy of the descriptor to give for `q` (kept until the worker
+    /// has it): a socket made before for its key, a `listen` socket (by its
+    /// descriptor number in the worker, or its address), or a new one made
+    /// as Node's primary makes it.
+    fn socket_for(&mut self, a: usize, q: &Query) -> Result<OwnedFd, i32> {
+        let copy = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE))
+        };
         let held = &mut self.sockets[a];
         if let Some(h) = held.cluster.get(&q.key) {
-            return Ok(h.fd.as_raw_fd());
+            return copy(&h.fd);
         }
         // listen({fd: 3}) in a worker: the app's LISTEN_FDS sockets.
         if let Some(fd) = q.fd {
@@ -170,14 +306,14 @@ impl Supervisor {
             return held
                 .listen
                 .get(k)
-                .map(|h| h.fd.as_raw_fd())
-                .ok_or(libc::EBADF);
+                .ok_or(libc::EBADF)
+                .and_then(|h| copy(&h.fd));
         }
         let wanted = listen_addr(q)?;
         for (k, addr) in self.apps[a].spec.listen.iter().enumerate() {
             if *addr == wanted {
                 if let Some(h) = held.listen.get(k) {
-                    return Ok(h.fd.as_raw_fd());
+                    return copy(&h.fd);
                 }
             }
         }
@@ -204,17 +340,20 @@ impl Supervisor {
                 .map(|fd| Held::unix(fd, self.apps[a].spec.name.clone(), path.clone())),
         };
         let h = made.map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))?;
-        let fd = h.fd.as_raw_fd();
+        let fd = copy(&h.fd);
         self.sockets[a].cluster.insert(q.key.clone(), h);
-        Ok(fd)
+        fd
     }
 
     fn ready_channels(&self, pid: i32) -> Option<&crate::ready::Channels> {
         self.ready.channels(pid)
     }
 
-    fn cluster_send(&self, pid: i32, msg: serde_json::Value) {
-        if !self.ready_channels(pid).is_some_and(|c| c.send_ipc(&msg)) {
+    fn cluster_send(&mut self, pid: i32, msg: serde_json::Value) {
+        let Some(&(a, _)) = self.by_pid.get(&pid) else {
+            return;
+        };
+        if !self.send_to_worker(a, pid, msg, None) {
             warn!(pid, "cannot answer the cluster worker");
         }
     }

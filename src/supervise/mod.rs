@@ -276,6 +276,7 @@ impl Supervisor {
         reaper::reap_all(|pid, status| exits.push((pid, status)));
         for (pid, status) in exits {
             self.ready.forget(pid);
+            self.forget_worker(pid);
             match self.by_pid.remove(&pid) {
                 Some(slot) => {
                     self.log_crash(slot, pid, status);

@@ -128,6 +128,7 @@ impl Supervisor {
                 return self.obs.app_metric(&self.by_pid, pid, &name, value)
             }
             Event::Cluster(request) => return self.on_cluster(pid, request),
+            Event::HandleReceived(received) => return self.on_handle_answer(pid, received),
             other => other,
         };
         let (a, i) = slot;
@@ -135,7 +136,7 @@ impl Supervisor {
         let app = spec.name.as_str();
         match event {
             // Handled above, before borrowing the spec.
-            Event::Ready | Event::Metric { .. } | Event::Cluster(_) => {}
+            Event::Ready | Event::Metric { .. } | Event::Cluster(_) | Event::HandleReceived(_) => {}
             Event::Status(status) => info!(app, instance = i, pid, status, "app status"),
             Event::WatchdogPing => match spec.watchdog {
                 Some(interval) => {
