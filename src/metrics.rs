@@ -83,6 +83,38 @@ pub struct Metrics {
     app_metric_names: Vec<HashSet<String>>,
     app_names: Vec<String>,
     generation: Arc<AtomicU64>,
+    /// What a new instance's series are made from ([`Metrics::resize`]).
+    families: Families,
+}
+
+/// The per-instance families and what their series are made of, kept so
+/// that instances can be added and removed while procward runs.
+struct Families {
+    restarts: IntCounterVec,
+    up: IntGaugeVec,
+    ready: IntGaugeVec,
+    state: IntGaugeVec,
+    start_time: GaugeVec,
+    rss: IntGaugeVec,
+    pss: IntGaugeVec,
+    limit: IntGaugeVec,
+    cpu: prometheus::CounterVec,
+    threads: IntGaugeVec,
+    fds: IntGaugeVec,
+    processes: IntGaugeVec,
+    /// pm2_up, pm2_cpu, pm2_memory, pm2_uptime, pm2_instances, pm2_restarts.
+    pm2: Option<(
+        IntGaugeVec,
+        GaugeVec,
+        IntGaugeVec,
+        GaugeVec,
+        IntGaugeVec,
+        IntGaugeVec,
+    )>,
+    reasons: Vec<String>,
+    states: Vec<String>,
+    exits_seen: bool,
+    memory_limits: Vec<Option<u64>>,
 }
 
 /// One instance's series.
@@ -347,59 +379,7 @@ impl Metrics {
             None => None,
         };
 
-        let mut instances = Vec::new();
-        for app in apps {
-            let mut v = Vec::new();
-            for i in 0..app.instances.max(1) {
-                let idx = i.to_string();
-                let labels = [app.name.as_str(), idx.as_str()];
-                let l = limit.with_label_values(&labels);
-                l.set(app.memory_limit.map_or(0, |m| m as i64));
-                if app.memory_limit.is_none() {
-                    limit.remove_label_values(&labels)?;
-                }
-                let pm2 = pm2.as_ref().map(|(up, cpu, mem, uptime, inst, rest)| {
-                    inst.with_label_values(&labels)
-                        .set(i64::from(app.instances.max(1)));
-                    Pm2Series {
-                        up: up.with_label_values(&labels),
-                        cpu: cpu.with_label_values(&labels),
-                        memory: mem.with_label_values(&labels),
-                        uptime: uptime.with_label_values(&labels),
-                        restarts: rest.with_label_values(&labels),
-                    }
-                });
-                // Known from the start, so dashboards and alerts find the
-                // series before the first exit.
-                if exits_seen {
-                    exits.with_label_values(&[labels[0], labels[1], "0", ""]);
-                }
-                v.push(InstanceMetrics {
-                    restarts: reasons
-                        .iter()
-                        .map(|r| restarts.with_label_values(&[labels[0], labels[1], r]))
-                        .collect(),
-                    up: up.with_label_values(&labels),
-                    ready: ready.with_label_values(&labels),
-                    state: states
-                        .iter()
-                        .map(|s| state.with_label_values(&[labels[0], labels[1], s]))
-                        .collect(),
-                    start_time: start_time.with_label_values(&labels),
-                    started: None,
-                    rss: rss.with_label_values(&labels),
-                    pss: pss.with_label_values(&labels),
-                    cpu: cpu.with_label_values(&labels),
-                    last_cpu: (0, 0.0, Instant::now()),
-                    threads: threads.with_label_values(&labels),
-                    fds: fds.with_label_values(&labels),
-                    processes: processes.with_label_values(&labels),
-                    pm2,
-                });
-            }
-            instances.push(v);
-        }
-        Ok(Metrics {
+        let mut m = Metrics {
             time_to_ready: apps
                 .iter()
                 .map(|a| ttr.with_label_values(&[a.name.as_str()]))
@@ -408,7 +388,7 @@ impl Metrics {
             app_names: apps.iter().map(|a| a.name.clone()).collect(),
             generation: Arc::new(AtomicU64::new(0)),
             registry: r,
-            instances,
+            instances: apps.iter().map(|_| Vec::new()).collect(),
             exits,
             reloads,
             orphans,
@@ -417,6 +397,131 @@ impl Metrics {
             log_dropped,
             log_split,
             app_metric,
+            families: Families {
+                restarts,
+                up,
+                ready,
+                state,
+                start_time,
+                rss,
+                pss,
+                limit,
+                cpu,
+                threads,
+                fds,
+                processes,
+                pm2,
+                reasons: reasons.iter().map(|r| r.to_string()).collect(),
+                states: states.iter().map(|s| s.to_string()).collect(),
+                exits_seen,
+                memory_limits: apps.iter().map(|a| a.memory_limit).collect(),
+            },
+        };
+        for (a, app) in apps.iter().enumerate() {
+            m.resize(a, app.instances.max(1) as usize)?;
+        }
+        Ok(m)
+    }
+
+    /// Gives app `a` exactly `n` instances' series: the series of new
+    /// instances are made, every series of instances past `n` (exits and
+    /// custom metrics included) is removed from the registry, so a scrape
+    /// no longer shows them.
+    pub fn resize(&mut self, a: usize, n: usize) -> Result<()> {
+        self.touch();
+        let name = self.app_names[a].clone();
+        while self.instances[a].len() > n {
+            self.instances[a].pop();
+            let idx = self.instances[a].len().to_string();
+            let f = &self.families;
+            for_instance(&f.restarts, &name, &idx);
+            for_instance(&self.exits, &name, &idx);
+            for_instance(&f.up, &name, &idx);
+            for_instance(&f.ready, &name, &idx);
+            for_instance(&f.state, &name, &idx);
+            for_instance(&f.start_time, &name, &idx);
+            for_instance(&f.rss, &name, &idx);
+            for_instance(&f.pss, &name, &idx);
+            for_instance(&f.limit, &name, &idx);
+            for_instance(&f.cpu, &name, &idx);
+            for_instance(&f.threads, &name, &idx);
+            for_instance(&f.fds, &name, &idx);
+            for_instance(&f.processes, &name, &idx);
+            for_instance(&self.app_metric, &name, &idx);
+            if let Some((up, cpu, mem, uptime, inst, rest)) = &f.pm2 {
+                let labels = [name.as_str(), idx.as_str()];
+                let _ = up.remove_label_values(&labels);
+                let _ = cpu.remove_label_values(&labels);
+                let _ = mem.remove_label_values(&labels);
+                let _ = uptime.remove_label_values(&labels);
+                let _ = inst.remove_label_values(&labels);
+                let _ = rest.remove_label_values(&labels);
+            }
+        }
+        while self.instances[a].len() < n {
+            let i = self.instances[a].len();
+            let series = self.instance_series(a, i)?;
+            self.instances[a].push(series);
+        }
+        if let Some((.., inst, _)) = &self.families.pm2 {
+            for i in 0..n {
+                inst.with_label_values(&[name.as_str(), &i.to_string()])
+                    .set(n as i64);
+            }
+        }
+        Ok(())
+    }
+
+    /// The series of instance `i` of app `a`, made now.
+    fn instance_series(&self, a: usize, i: usize) -> Result<InstanceMetrics> {
+        let f = &self.families;
+        let idx = i.to_string();
+        let labels = [self.app_names[a].as_str(), idx.as_str()];
+        let memory_limit = f.memory_limits[a];
+        let l = f.limit.with_label_values(&labels);
+        l.set(memory_limit.map_or(0, |m| m as i64));
+        if memory_limit.is_none() {
+            f.limit.remove_label_values(&labels)?;
+        }
+        let pm2 = f
+            .pm2
+            .as_ref()
+            .map(|(up, cpu, mem, uptime, _, rest)| Pm2Series {
+                up: up.with_label_values(&labels),
+                cpu: cpu.with_label_values(&labels),
+                memory: mem.with_label_values(&labels),
+                uptime: uptime.with_label_values(&labels),
+                restarts: rest.with_label_values(&labels),
+            });
+        // Known from the start, so dashboards and alerts find the
+        // series before the first exit.
+        if f.exits_seen {
+            self.exits
+                .with_label_values(&[labels[0], labels[1], "0", ""]);
+        }
+        Ok(InstanceMetrics {
+            restarts: f
+                .reasons
+                .iter()
+                .map(|r| f.restarts.with_label_values(&[labels[0], labels[1], r]))
+                .collect(),
+            up: f.up.with_label_values(&labels),
+            ready: f.ready.with_label_values(&labels),
+            state: f
+                .states
+                .iter()
+                .map(|s| f.state.with_label_values(&[labels[0], labels[1], s]))
+                .collect(),
+            start_time: f.start_time.with_label_values(&labels),
+            started: None,
+            rss: f.rss.with_label_values(&labels),
+            pss: f.pss.with_label_values(&labels),
+            cpu: f.cpu.with_label_values(&labels),
+            last_cpu: (0, 0.0, Instant::now()),
+            threads: f.threads.with_label_values(&labels),
+            fds: f.fds.with_label_values(&labels),
+            processes: f.processes.with_label_values(&labels),
+            pm2,
         })
     }
 
@@ -607,6 +712,28 @@ impl Metrics {
     }
 }
 
+/// Removes every series of `family` labelled with app `app` and instance
+/// `idx`, whatever its other labels (an exit's code, a custom metric's name).
+fn for_instance<T: prometheus::core::MetricVecBuilder>(
+    family: &prometheus::core::MetricVec<T>,
+    app: &str,
+    idx: &str,
+) {
+    use prometheus::core::Collector;
+    for mf in family.collect() {
+        for m in mf.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("app") == Some(&app) && labels.get("instance") == Some(&idx) {
+                let _ = family.remove(&labels);
+            }
+        }
+    }
+}
+
 /// A custom metric's name as a label value: ASCII letters, digits and `_`
 /// (anything else becomes `_`), at most [`MAX_APP_METRIC_NAME`] bytes.
 pub fn sanitize(name: &str) -> String {
@@ -699,5 +826,36 @@ mod tests {
         m.usage(0, 0, &u(10, 2.0));
         m.usage(0, 0, &u(11, 0.25));
         assert!(text(&m).contains(r#"procward_cpu_seconds_total{app="web",instance="0"} 2.25"#));
+    }
+
+    #[test]
+    fn resizing_adds_and_removes_an_instances_series() {
+        let mut m = one();
+        m.exited(0, 1, Some(3), None);
+        assert!(m.app_metric(0, 1, "req", 1.0));
+        m.resize(0, 3).unwrap();
+        let t = text(&m);
+        assert!(
+            t.contains(r#"procward_up{app="web",instance="2"} 0"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"pm2_instances{instance="0",name="web"} 3"#),
+            "{t}"
+        );
+        m.resize(0, 1).unwrap();
+        let t = text(&m);
+        assert!(
+            !t.contains(r#"instance="1""#) && !t.contains(r#"instance="2""#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"procward_exits_total{app="web",code="0",instance="0",signal=""} 0"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"pm2_instances{instance="0",name="web"} 1"#),
+            "{t}"
+        );
     }
 }
