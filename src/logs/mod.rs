@@ -245,6 +245,11 @@ struct Inner {
     reopen: Arc<AtomicU64>,
     follow: broadcast::Sender<Arc<LogLine>>,
     serial: AtomicU64,
+    /// procward's stdout and stderr.
+    consoles: [Arc<Console>; 2],
+    /// Every log file open, by path: instances writing to the same file
+    /// share its sink.
+    files: Mutex<HashMap<PathBuf, Arc<FileSink>>>,
 }
 
 struct AppLogs {
@@ -258,12 +263,55 @@ struct AppLogs {
     instances: u32,
     writes_files: bool,
     /// [instance][stream] sinks; empty means /dev/null.
-    outs: Vec<[Vec<Out>; 2]>,
+    outs: Mutex<Vec<[Vec<Out>; 2]>>,
     /// [stream]: inherit procward's descriptor (pass-through).
     inherit: [bool; 2],
-    logs: Vec<Arc<InstanceLog>>,
+    logs: Mutex<Vec<Arc<InstanceLog>>>,
     dropped: IntCounter,
     split: IntCounter,
+    /// What the targets of instances added later are made from.
+    spec: crate::config::logs::LogSpec,
+    cwd: PathBuf,
+    rotation: Rotation,
+}
+
+/// Locks a mutex whose holder may have panicked: the data is still sound
+/// (only pushes and clones happen under these locks).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sinks of instance `i` (of `n` at start-up) of an app: [stdout,
+/// stderr], each empty for /dev/null.
+fn sinks(
+    a: &AppLogs,
+    i: u32,
+    consoles: &[Arc<Console>; 2],
+    files: &mut HashMap<PathBuf, Arc<FileSink>>,
+    reopen: &Arc<AtomicU64>,
+) -> [Vec<Out>; 2] {
+    let mut per = [Vec::new(), Vec::new()];
+    for (s, slot) in per.iter_mut().enumerate() {
+        for t in a.spec.targets(s == 1, &a.cwd, i, a.instances) {
+            match t {
+                Target::Console => slot.push(Out::Console(consoles[s].clone())),
+                Target::Null => {}
+                Target::File(p) => {
+                    let sink = files.entry(p.clone()).or_insert_with(|| {
+                        Arc::new(FileSink::new(
+                            p,
+                            a.name.clone(),
+                            a.rotation,
+                            a.dropped.clone(),
+                            reopen.clone(),
+                        ))
+                    });
+                    slot.push(Out::File(sink.clone()));
+                }
+            }
+        }
+    }
+    per
 }
 
 /// The counters of one app: bytes dropped, lines split.
@@ -279,7 +327,7 @@ impl Logs {
     ) -> Logs {
         let reopen = Arc::new(AtomicU64::new(0));
         let consoles = [Arc::new(Console::new(1)), Arc::new(Console::new(2))];
-        let mut files: HashMap<PathBuf, Arc<FileSink>> = HashMap::new();
+        let files: HashMap<PathBuf, Arc<FileSink>> = HashMap::new();
         let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let label = |s: &AppSpec, i: u32| {
             if s.instances > 1 {
@@ -306,33 +354,13 @@ impl Logs {
                 compress: rotate.compress,
             };
             let n = spec.instances.max(1);
-            let mut outs = Vec::new();
-            let mut writes_files = false;
-            for i in 0..n {
-                let mut per = [Vec::new(), Vec::new()];
-                for (s, slot) in per.iter_mut().enumerate() {
-                    for t in l.targets(s == 1, &cwd, i, n) {
-                        match t {
-                            Target::Console => slot.push(Out::Console(consoles[s].clone())),
-                            Target::Null => {}
-                            Target::File(p) => {
-                                writes_files = true;
-                                let sink = files.entry(p.clone()).or_insert_with(|| {
-                                    Arc::new(FileSink::new(
-                                        p,
-                                        spec.name.clone(),
-                                        rotation,
-                                        dropped.clone(),
-                                        reopen.clone(),
-                                    ))
-                                });
-                                slot.push(Out::File(sink.clone()));
-                            }
-                        }
-                    }
-                }
-                outs.push(per);
-            }
+            let writes_files = (0..n).any(|i| {
+                [false, true].iter().any(|&err| {
+                    l.targets(err, &cwd, i, n)
+                        .iter()
+                        .any(|t| matches!(t, Target::File(_)))
+                })
+            });
             let inherit = [false, true]
                 .map(|err| !l.capture() && l.targets(err, &cwd, 0, n) == [Target::Console]);
             any_date |= l.date_format.is_some();
@@ -346,13 +374,14 @@ impl Logs {
                 label_width,
                 instances: n,
                 writes_files,
-                outs,
+                outs: Mutex::new(Vec::new()),
                 inherit,
-                logs: (0..n)
-                    .map(|_| Arc::new(InstanceLog::new(a, spec.name.clone())))
-                    .collect(),
+                logs: Mutex::new(Vec::new()),
                 dropped,
                 split,
+                spec: l.clone(),
+                cwd,
+                rotation,
             });
         }
         if any_date {
@@ -360,7 +389,7 @@ impl Logs {
             // SAFETY: tzset(3) before any stream thread exists.
             unsafe { tzset() };
         }
-        Logs {
+        let logs = Logs {
             inner: Arc::new(Inner {
                 active: Mutex::new(0),
                 idle: std::sync::Condvar::new(),
@@ -368,7 +397,39 @@ impl Logs {
                 reopen,
                 follow: broadcast::channel(1024).0,
                 serial: AtomicU64::new(0),
+                consoles,
+                files: Mutex::new(files),
             }),
+        };
+        for (a, spec) in specs.iter().enumerate() {
+            logs.grow(a, spec.instances.max(1) as usize);
+        }
+        logs
+    }
+
+    /// Gives app `app` the sinks of at least `n` instances. An instance
+    /// added while procward runs writes where the app's instances wrote at
+    /// start-up, as a PM2 process duplicated by `pm2 scale` does: into the
+    /// same files for an app started with one instance (or `merge_logs`),
+    /// else into its own numbered ones. Instances removed keep their
+    /// sinks and recent lines, for `procward logs`.
+    pub fn grow(&self, app: usize, n: usize) {
+        let a = &self.inner.apps[app];
+        let mut outs = lock(&a.outs);
+        let mut logs = lock(&a.logs);
+        let mut files = lock(&self.inner.files);
+        while outs.len() < n {
+            let i = outs.len() as u32;
+            outs.push(sinks(
+                a,
+                i,
+                &self.inner.consoles,
+                &mut files,
+                &self.inner.reopen,
+            ));
+        }
+        while logs.len() < n {
+            logs.push(Arc::new(InstanceLog::new(app, a.name.clone())));
         }
     }
 
@@ -385,7 +446,7 @@ impl Logs {
                 continue;
             }
             let target = s as RawFd + 1;
-            let outs = &a.outs[instance][s];
+            let outs = lock(&a.outs)[instance][s].clone();
             if outs.is_empty() {
                 match std::fs::OpenOptions::new().write(true).open("/dev/null") {
                     Ok(f) => held.push((OwnedFd::from(f), target)),
@@ -395,7 +456,7 @@ impl Logs {
                 }
                 continue;
             }
-            let log = a.logs[instance].clone();
+            let log = lock(&a.logs)[instance].clone();
             if stream == Stream::Err {
                 let mut book = log.crash.lock().unwrap_or_else(|e| e.into_inner());
                 book.tails.push(Tail {
@@ -407,7 +468,7 @@ impl Logs {
                 outs: outs.clone(),
                 format: Format {
                     prefix: if a.prefix {
-                        let label = if a.instances > 1 {
+                        let label = if a.instances > 1 || instance > 0 {
                             format!("{}-{instance}", a.name)
                         } else {
                             a.name.clone()
@@ -487,7 +548,7 @@ impl Logs {
         pid: i32,
         crash: Option<String>,
     ) -> Option<String> {
-        let log = &self.inner.apps[app].logs[instance];
+        let log = lock(&self.inner.apps[app].logs)[instance].clone();
         let mut book = log.crash.lock().unwrap_or_else(|e| e.into_inner());
         let at = book.pids.iter().position(|(p, _)| *p == pid)?;
         let (_, serial) = book.pids.remove(at);
@@ -522,7 +583,7 @@ impl Logs {
             if app.is_some_and(|x| x != i) {
                 continue;
             }
-            for log in &a.logs {
+            for log in lock(&a.logs).iter() {
                 let ring = log.ring.lock().unwrap_or_else(|e| e.into_inner());
                 let skip = ring.len().saturating_sub(n);
                 all.extend(ring.iter().skip(skip).cloned());
@@ -544,7 +605,7 @@ impl Logs {
     /// The last crash of an instance, with its last lines of stderr.
     #[allow(dead_code)]
     pub fn last_crash(&self, app: usize, instance: usize) -> Option<CrashReport> {
-        let log = &self.inner.apps[app].logs[instance];
+        let log = lock(&self.inner.apps[app].logs)[instance].clone();
         let book = log.crash.lock().unwrap_or_else(|e| e.into_inner());
         book.last.clone()
     }
@@ -572,7 +633,7 @@ impl Prepared {
 
     /// The process started as `pid`.
     pub fn started(self, pid: i32) {
-        let log = &self.logs.inner.apps[self.app].logs[self.instance];
+        let log = lock(&self.logs.inner.apps[self.app].logs)[self.instance].clone();
         let mut book = log.crash.lock().unwrap_or_else(|e| e.into_inner());
         book.pids.push((pid, self.serial));
     }
