@@ -1,5 +1,5 @@
 //! The control channel: `procward status`, `describe`, `reload`, `restart`,
-//! `stop`, `start` and `signal` against a running procward, over its unix
+//! `stop`, `start`, `signal` and `scale` against a running procward, over its unix
 //! socket; who may use it; what bad clients get; finding the right
 //! procward among several; the table as a terminal shows it.
 
@@ -131,8 +131,9 @@ fn every_command_works_against_a_running_procward() {
     );
     let (code, _, err) = ctl(&[&["signal", "SIGNOPE", "web"][..], &c].concat());
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = ctl(&[&["scale", "web", "4"][..], &c].concat());
+    let (code, _, err) = ctl(&[&["scale", "web", "0"][..], &c].concat());
     assert_eq!(code, 2, "{err}");
+    assert!(err.contains("procward stop web"), "{err}");
 
     run.signal(libc::SIGTERM);
     run.wait_exit();
@@ -787,5 +788,225 @@ fn reload_of_a_cluster_app_answers_per_instance_and_fails_when_aborted() {
     }
 
     run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
+
+/// The instances of the first app, from `status --json`: (instance, pid,
+/// ready) each.
+fn instances(sock: &str) -> Vec<(i64, i64, bool)> {
+    let (code, out, err) = ctl(&["status", "--json", "--control", sock]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+    v["apps"][0]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["instance"].as_i64().unwrap(),
+                i["pid"].as_i64().unwrap_or(0),
+                i["ready"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What instance N of the `instance.js` fixture wrote: (pid, worker id).
+fn instance_file(dir: &tempfile::TempDir, n: usize) -> (i64, String) {
+    let text = wait_file(&dir.path().join(n.to_string()));
+    let (pid, id) = text.trim().split_once(' ').unwrap();
+    (pid.parse().unwrap(), id.to_string())
+}
+
+#[test]
+fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
+    let dir = scratch();
+    let sock = path_in(&dir, "procward.sock");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut run = Running::start_cmd(
+        Command::new(bin())
+            .args(["--control", &sock, "--metrics", &addr, "--wait-ready"])
+            .args(["-i", "1", "--name", "web", "--"])
+            .arg(node(22))
+            .arg(fixture("cluster/instance.js"))
+            .arg(dir.path()),
+    );
+    run.wait_line(&["control socket", &sock]);
+    run.wait_line(&["to=\"online\""]);
+    let c = ["--control", sock.as_str()];
+    let first = instances(&sock);
+
+    // Up: two more, each ready before the answer.
+    let (code, out, err) = ctl(&[&["scale", "web", "3"][..], &c].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("ok web/1 online: added") && out.contains("ok web/2 online: added"),
+        "{out}"
+    );
+    let now = instances(&sock);
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert_eq!(now[0], first[0], "instance 0 untouched");
+    let pids: std::collections::HashSet<i64> = now.iter().map(|i| i.1).collect();
+    assert!(
+        pids.len() == 3 && now.iter().all(|(_, pid, ready)| *pid > 0 && *ready),
+        "{now:?}"
+    );
+    // NODE_APP_INSTANCE goes on from 0, and each worker has its own id.
+    let files: Vec<(i64, String)> = (0..3).map(|n| instance_file(&dir, n)).collect();
+    for (n, (pid, _)) in files.iter().enumerate() {
+        assert_eq!(*pid, now[n].1, "instance {n}: {files:?} {now:?}");
+    }
+    let ids: std::collections::HashSet<&String> = files.iter().map(|f| &f.1).collect();
+    assert!(
+        ids.len() == 3 && !ids.contains(&"-".to_string()),
+        "{files:?}"
+    );
+    let text = scrape(&addr);
+    for n in 0..3 {
+        let series = format!("procward_ready{{app=\"web\",instance=\"{n}\"}}");
+        assert_eq!(metric(&text, &series), Some(1.0), "{series}:\n{text}");
+    }
+
+    // Asking for what runs changes nothing.
+    let (code, out, _) = ctl(&[&["scale", "web", "3"][..], &c].concat());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+
+    // Down, as `pm2 scale web -2`: the last two stop and go, with their
+    // series; the answer comes once they are gone.
+    let (code, out, err) = ctl(&[&["scale", "web", "-2"][..], &c].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains("ok web/1 removed: stopped") && out.contains("ok web/2 removed: stopped"),
+        "{out}"
+    );
+    for (_, pid, _) in &now[1..] {
+        assert!(!alive(*pid as i32), "pid {pid} still runs");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} not reaped"
+        );
+    }
+    assert_eq!(instances(&sock), first);
+    let text = scrape(&addr);
+    assert!(
+        !text.contains("instance=\"1\"") && !text.contains("instance=\"2\""),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "procward_ready{app=\"web\",instance=\"0\"}"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // Refusals: nothing changes.
+    let (code, _, err) = ctl(&[&["scale", "nope", "2"][..], &c].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no app named `nope`"), "{err}");
+    let (code, out, err) = ctl(&[&["scale", "nope", "2", "--json"][..], &c].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(instances(&sock), first);
+
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
+
+#[test]
+fn scale_is_refused_while_the_app_reloads() {
+    let dir = scratch();
+    let mode_file = path_in(&dir, "mode");
+    let sock = path_in(&dir, "procward.sock");
+    let port = free_port();
+    let mut run = Running::start_cmd(
+        Command::new(bin())
+            .args(["--control", &sock, "-i", "1", "--name", "web"])
+            .args(["--listen-timeout", "3s", "--"])
+            .arg(node(22))
+            .arg(fixture("cluster/reloadable.js"))
+            .env("PORT", port.to_string())
+            .env("MODE_FILE", &mode_file),
+    );
+    run.wait_line(&["control socket", &sock]);
+    run.wait_line(&["to=\"online\""]);
+    // A replacement that never listens keeps the reload going until
+    // listen_timeout.
+    std::fs::write(&mode_file, "hang").unwrap();
+    let reload = Command::new(bin())
+        .args(["reload", "web", "--control", &sock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    run.wait_line(&["reloading"]);
+    let (code, _, err) = ctl(&["scale", "web", "2", "--control", &sock]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`web` is being reloaded"), "{err}");
+    let out = reload.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{:?}", out);
+    assert_eq!(instances(&sock).len(), 1);
+    // Once it is over, the scale goes through.
+    std::fs::write(&mode_file, "serve").unwrap();
+    let (code, out, err) = ctl(&["scale", "web", "2", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
+
+#[test]
+fn workers_added_to_a_cluster_app_serve_its_port() {
+    let dir = scratch();
+    let sock = path_in(&dir, "procward.sock");
+    let port = free_port();
+    let mut run = Running::start_cmd(
+        Command::new(bin())
+            .args(["--control", &sock, "-i", "1", "--name", "web", "--"])
+            .arg(node(22))
+            .arg(fixture("cluster/reloadable.js"))
+            .env("PORT", port.to_string())
+            .env("MODE_FILE", path_in(&dir, "mode")),
+    );
+    run.wait_line(&["control socket", &sock]);
+    run.wait_line(&["to=\"online\""]);
+    let (code, out, err) = ctl(&["scale", "web", "+2", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pids: Vec<i64> = instances(&sock).iter().map(|i| i.1).collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    // With every other worker frozen, each worker alone answers on the
+    // port: the socket procward holds was handed to the new ones too.
+    for serving in &pids {
+        for p in pids.iter().filter(|p| *p != serving) {
+            send(*p as i32, libc::SIGSTOP);
+        }
+        for _ in 0..3 {
+            assert_eq!(answered_by(port), *serving, "{pids:?}");
+        }
+        for p in pids.iter().filter(|p| *p != serving) {
+            send(*p as i32, libc::SIGCONT);
+        }
+    }
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
+
+#[test]
+fn scale_as_pid_1_reaps_the_instances_it_removes() {
+    let dir = scratch();
+    let sock = path_in(&dir, "procward.sock");
+    let (mut run, pid1) =
+        start_as_pid1(&["--control", &sock, "--name", "web", "--", "sleep", "1000"]);
+    let _guard = KillOnDrop(pid1);
+    run.wait_line(&["control socket", &sock]);
+    let (code, out, err) = ctl(&["scale", "web", "4", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches(": added").count(), 3, "{out}");
+    assert_eq!(children_of(pid1).len(), 4);
+    let (code, out, err) = ctl(&["scale", "web", "1", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches(": stopped").count(), 3, "{out}");
+    assert_eq!(children_of(pid1).len(), 1);
+    assert!(zombies_of(pid1).is_empty());
+    assert_eq!(instances(&sock).len(), 1);
+    send(pid1, libc::SIGTERM);
     run.wait_exit();
 }

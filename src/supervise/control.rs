@@ -35,6 +35,10 @@ pub enum Wait {
     /// The rolling reload's report; the instances and their processes
     /// before, should it never come.
     Reload(oneshot::Receiver<ReloadReport>, Vec<(Slot, Option<i32>)>),
+    /// The outcomes of a scale-down, sent once its instances are removed
+    /// (`scale.rs`); the instances and their processes before, should
+    /// they never come.
+    Retire(oneshot::Receiver<Vec<Outcome>>, Vec<(Slot, Option<i32>)>),
 }
 
 /// An answer waiting for instances to settle.
@@ -45,9 +49,19 @@ pub struct Pending {
     pub done: Vec<Outcome>,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Reply>,
+    /// The app a scale-up is adding instances to.
+    pub scaling: Option<usize>,
 }
 
 impl Pending {
+    /// Whether the answer waits for an instance of app `a`.
+    pub fn touches(&self, a: usize) -> bool {
+        let slots = match &self.wait {
+            Wait::Settle(_, s) | Wait::Reload(_, s) | Wait::Retire(_, s) => s,
+        };
+        slots.iter().any(|((x, _), _)| *x == a)
+    }
+
     /// The answer, once every instance has settled; `aborted` gives the
     /// answer now, as it stands (procward is stopping).
     pub fn answer(&mut self, apps: &[App], aborted: bool) -> Option<Reply> {
@@ -67,6 +81,23 @@ impl Pending {
                     let inst = &apps[a].instances[i];
                     let detail = "aborted: procward is stopping".into();
                     out.push(outcome(&apps[a], inst, before, false, detail));
+                }
+                return Some(Reply::outcomes(out));
+            }
+            Wait::Retire(rx, slots) => {
+                match rx.try_recv() {
+                    Ok(removed) => {
+                        out.extend(removed);
+                        return Some(Reply::outcomes(out));
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) if !aborted => return None,
+                    Err(_) => {}
+                }
+                for &((a, i), before) in slots.iter() {
+                    if let Some(inst) = apps[a].instances.get(i) {
+                        let detail = "aborted: procward is stopping".into();
+                        out.push(outcome(&apps[a], inst, before, false, detail));
+                    }
                 }
                 return Some(Reply::outcomes(out));
             }
@@ -180,6 +211,11 @@ impl super::Supervisor {
             return;
         }
         tracing::info!(cmd = request.name(), "control request");
+        if let Some(refusal) = self.refuse_while_scaling(&request) {
+            let _ = reply.send(refusal);
+            return;
+        }
+        let mut scaling = None;
         let answer = match request {
             Request::Hello | Request::Status | Request::Logs { .. } => Err(Reply::refused(
                 "bad_request",
@@ -201,18 +237,45 @@ impl super::Supervisor {
                     .select(&app, true)
                     .map(|apps| Ok(self.signal_apps(&apps, sig as i32))),
             },
-            Request::Scale { .. } => Err(Reply::refused(
-                "not_supported",
-                "this procward cannot change an app's number of instances while it runs",
-                Some("set `instances` in the process file and restart procward".into()),
-            )),
+            Request::Scale { app, instances } => self.select(&app, false).map(|a| {
+                scaling = (instances as usize > self.apps[a[0]].instances.len()).then_some(a[0]);
+                self.scale(a[0], instances)
+            }),
         };
         match answer {
             Ok(Ok(now)) | Err(now) => {
                 let _ = reply.send(now);
             }
-            Ok(Err((wait, done))) => self.pending.push(Pending { wait, done, reply }),
+            Ok(Err((wait, done))) => self.pending.push(Pending {
+                wait,
+                done,
+                reply,
+                scaling,
+            }),
         }
+    }
+
+    /// A refusal of a request that would act on an app being scaled: its
+    /// answer would mix with the scale's.
+    fn refuse_while_scaling(&self, request: &crate::control::Request) -> Option<Reply> {
+        use crate::control::Request;
+        let app = match request {
+            Request::Stop { app }
+            | Request::Start { app }
+            | Request::Restart { app }
+            | Request::Reload { app } => app,
+            _ => return None,
+        };
+        let a = (0..self.apps.len())
+            .find(|&a| (app == "all" || self.apps[a].spec.name == *app) && self.is_scaling(a))?;
+        let name = &self.apps[a].spec.name;
+        Some(Reply::refused(
+            "busy",
+            format!("`{name}` is being scaled"),
+            Some(format!(
+                "try again once `procward scale {name}` has answered"
+            )),
+        ))
     }
 
     /// The apps a request names: one by name, or every one for `all`.
@@ -397,4 +460,4 @@ impl super::Supervisor {
 }
 
 /// A request's answer: now, or the instances to wait for.
-type Answer = Result<Reply, (Wait, Vec<Outcome>)>;
+pub(super) type Answer = Result<Reply, (Wait, Vec<Outcome>)>;

@@ -14,6 +14,7 @@ pub mod observe;
 pub mod policy;
 pub mod readiness;
 pub mod reload;
+pub mod scale;
 pub mod state;
 pub mod triggers;
 
@@ -88,6 +89,8 @@ pub struct Supervisor {
     /// Instances stopped by a control request: procward stays up for them
     /// (a `start` may follow) instead of exiting once nothing runs.
     held: Vec<Slot>,
+    /// Instances on their way out of a scale-down (`scale.rs`).
+    scales: scale::Scales,
 }
 
 impl Supervisor {
@@ -134,6 +137,7 @@ impl Supervisor {
             calls_rx,
             pending: Vec::new(),
             held: Vec::new(),
+            scales: scale::Scales::default(),
         }
     }
 
@@ -179,6 +183,9 @@ impl Supervisor {
             i
         });
         loop {
+            // Before the snapshot: instances removed are gone from it by
+            // the time the scale's answer goes.
+            self.advance_scales();
             self.obs
                 .tick(&self.apps, self.orphans_reaped, self.signals_forwarded);
             self.advance_reload();

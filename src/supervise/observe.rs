@@ -144,6 +144,20 @@ impl Observer {
         }
     }
 
+    /// App `a` now has as many instances as `apps` says: usage and
+    /// metric series for the new ones, none left for removed ones.
+    pub fn resize(&mut self, apps: &[App], a: usize) {
+        let n = apps[a].instances.len();
+        self.usage[a].resize(n, Usage::default());
+        if let Some(m) = &mut self.metrics {
+            if let Err(e) = m.resize(a, n) {
+                error!(app = %apps[a].spec.name, error = %e, "cannot resize the app's metrics");
+            }
+        }
+        self.publish_roots(apps);
+        self.dirty = true;
+    }
+
     /// Records a sample; returns the resident bytes of each instance's
     /// current process tree, for the memory caps.
     pub fn on_samples(

@@ -247,6 +247,21 @@ impl Supervisor {
             || self.reloads.queue.iter().any(|((x, _), _)| *x == a)
     }
 
+    /// Instances of app `a` from `from` on are gone (a scale-down): none
+    /// of them stays queued or in flight.
+    pub(super) fn forget_rolling(&mut self, a: usize, from: usize) {
+        let gone = |(x, i): Slot| x == a && i >= from;
+        self.reloads.queue.retain(|(s, _)| !gone(*s));
+        if self
+            .reloads
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| gone(f.slot))
+        {
+            self.reloads.in_flight = None;
+        }
+    }
+
     /// The machine aborted the reload of `slot`.
     pub(super) fn reload_aborted(&mut self, slot: Slot, why: &'static str) {
         match &mut self.reloads.in_flight {

@@ -113,12 +113,14 @@ impl Supervisor {
     /// its sockets are held, else all together.
     fn restart_app(&mut self, a: usize, reason: Reason) {
         let event = Event::Restart(reason);
+        // Not the instances a scale-down is removing.
+        let kept = self.kept(a);
         if self.sockets[a].is_empty() {
-            for i in 0..self.apps[a].instances.len() {
+            for i in 0..kept {
                 self.feed((a, i), event);
             }
         } else {
-            for i in 0..self.apps[a].instances.len() {
+            for i in 0..kept {
                 self.queue_rolling((a, i), event);
             }
             self.reload_next();
