@@ -811,6 +811,25 @@ fn instances(sock: &str) -> Vec<(i64, i64, bool)> {
         .collect()
 }
 
+/// Waits for a datagram to the service manager with a line `line`.
+fn notified(manager: &std::os::unix::net::UnixDatagram, line: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {line:?} within {PATIENCE:?}: {got:?}");
+        manager.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = manager.recv(&mut buf) {
+            let d = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if d.lines().any(|l| l == line) {
+                return;
+            }
+            got.push(d);
+        }
+    }
+}
+
 /// What instance N of the `instance.js` fixture wrote: (pid, worker id).
 fn instance_file(dir: &tempfile::TempDir, n: usize) -> (i64, String) {
     let text = wait_file(&dir.path().join(n.to_string()));
@@ -823,13 +842,16 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
     let dir = scratch();
     let sock = path_in(&dir, "procward.sock");
     let addr = format!("127.0.0.1:{}", free_port());
+    let manager = path_in(&dir, "manager.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&manager).unwrap();
     let mut run = Running::start_cmd(
         Command::new(bin())
             .args(["--control", &sock, "--metrics", &addr, "--wait-ready"])
             .args(["-i", "1", "--name", "web", "--"])
             .arg(node(22))
             .arg(fixture("cluster/instance.js"))
-            .arg(dir.path()),
+            .arg(dir.path())
+            .env("NOTIFY_SOCKET", path_in(&dir, "manager.sock")),
     );
     run.wait_line(&["control socket", &sock]);
     run.wait_line(&["to=\"online\""]);
@@ -862,6 +884,12 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
         ids.len() == 3 && !ids.contains(&"-".to_string()),
         "{files:?}"
     );
+    notified(&manager, "STATUS=web 3/3 ready, 0 restarts");
+    let (code, out, _) = ctl(&[&["describe", "web", "--json"][..], &c].concat());
+    assert_eq!(code, 0, "{out}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["instances"].as_array().unwrap().len(), 3, "{out}");
+    assert_eq!(d["config"]["instances"], 3, "{out}");
     let text = scrape(&addr);
     for n in 0..3 {
         let series = format!("procward_ready{{app=\"web\",instance=\"{n}\"}}");
@@ -890,6 +918,7 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
         );
     }
     assert_eq!(instances(&sock), first);
+    notified(&manager, "STATUS=web 1/1 ready, 0 restarts");
     let text = scrape(&addr);
     assert!(
         !text.contains("instance=\"1\"") && !text.contains("instance=\"2\""),
@@ -914,7 +943,7 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
 }
 
 #[test]
-fn scale_is_refused_while_the_app_reloads() {
+fn a_scale_and_other_requests_on_the_app_do_not_overlap() {
     let dir = scratch();
     let mode_file = path_in(&dir, "mode");
     let sock = path_in(&dir, "procward.sock");
@@ -945,10 +974,29 @@ fn scale_is_refused_while_the_app_reloads() {
     let out = reload.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{:?}", out);
     assert_eq!(instances(&sock).len(), 1);
-    // Once it is over, the scale goes through.
-    std::fs::write(&mode_file, "serve").unwrap();
-    let (code, out, err) = ctl(&["scale", "web", "2", "--control", &sock]);
-    assert_eq!(code, 0, "{out}{err}");
+    // Once it is over, the scale goes through; while a new worker starts
+    // (one that never listens is ready only at listen_timeout, as under
+    // PM2), requests on the app are refused.
+    let scale = Command::new(bin())
+        .args(["scale", "web", "2", "--control", &sock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    run.wait_line(&["scaling up"]);
+    for (args, why) in [
+        (&["restart", "web"][..], "`web` is being scaled"),
+        (&["reload", "all"][..], "`web` is being scaled"),
+        (&["scale", "web", "3"][..], "an earlier request on `web`"),
+    ] {
+        let (code, _, err) = ctl(&[args, &["--control", &sock][..]].concat());
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let out = scale.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ok web/1 online: added"), "{text}");
+    assert_eq!(instances(&sock).len(), 2);
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }

@@ -103,10 +103,12 @@ impl Supervisor {
             ));
         }
         let now = self.apps[a].instances.len();
-        let n = n as usize;
-        if n == now {
+        if n as usize == now {
             return Ok(Reply::outcomes(Vec::new()));
         }
+        // `describe` and `check` show the count it runs with now.
+        self.apps[a].spec.instances = n;
+        let n = n as usize;
         if n > now {
             info!(app = %name, from = now, to = n, "scaling up");
             self.logs.grow(a, n);
