@@ -919,6 +919,10 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
     }
     assert_eq!(instances(&sock), first);
     notified(&manager, "STATUS=web 1/1 ready, 0 restarts");
+    let (code, out, _) = ctl(&[&["describe", "web", "--json"][..], &c].concat());
+    assert_eq!(code, 0, "{out}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["instances"].as_array().unwrap().len(), 1, "{out}");
     let text = scrape(&addr);
     assert!(
         !text.contains("instance=\"1\"") && !text.contains("instance=\"2\""),
@@ -986,6 +990,8 @@ fn a_scale_and_other_requests_on_the_app_do_not_overlap() {
     for (args, why) in [
         (&["restart", "web"][..], "`web` is being scaled"),
         (&["reload", "all"][..], "`web` is being scaled"),
+        (&["stop", "web"][..], "`web` is being scaled"),
+        (&["start"][..], "`web` is being scaled"),
         (&["scale", "web", "3"][..], "an earlier request on `web`"),
     ] {
         let (code, _, err) = ctl(&[args, &["--control", &sock][..]].concat());
