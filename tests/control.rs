@@ -1064,3 +1064,45 @@ fn scale_as_pid_1_reaps_the_instances_it_removes() {
     send(pid1, libc::SIGTERM);
     run.wait_exit();
 }
+
+#[test]
+fn instances_added_to_a_captured_app_write_where_its_output_goes() {
+    let dir = scratch();
+    let out = path_in(&dir, "out.log");
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--name",
+            "talk",
+            "-i",
+            "1",
+            "-o",
+            &out,
+            "--",
+            "sh",
+            "-c",
+            "echo hello from $NODE_APP_INSTANCE; exec sleep 1000",
+        ],
+    );
+    wait_for_line(&out, "hello from 0");
+    let (code, text, err) = ctl(&["scale", "talk", "3", "--control", &sock]);
+    assert_eq!(code, 0, "{text}{err}");
+    // Started with one instance, the app has one file, as a process that
+    // `pm2 scale` duplicates keeps its original's.
+    wait_for_line(&out, "hello from 1");
+    wait_for_line(&out, "hello from 2");
+    let (code, text, _) = ctl(&["logs", "talk", "--control", &sock]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("2|talk") && text.contains("hello from 2"),
+        "{text}"
+    );
+    let (code, text, err) = ctl(&["scale", "talk", "1", "--control", &sock]);
+    assert_eq!(code, 0, "{text}{err}");
+    // Removed instances' lines stay readable.
+    let (code, text, _) = ctl(&["logs", "talk", "--control", &sock]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("hello from 2"), "{text}");
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
