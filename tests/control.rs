@@ -1106,3 +1106,39 @@ fn instances_added_to_a_captured_app_write_where_its_output_goes() {
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+#[test]
+fn a_removed_instance_that_ignores_its_stop_signal_is_killed_after_kill_timeout() {
+    let dir = scratch();
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--name",
+            "stubborn",
+            "-i",
+            "2",
+            "--kill-timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "trap '' INT; exec sleep 1000",
+        ],
+    );
+    run.wait_line(&["to=\"online\"", "instance=1"]);
+    let asked = Instant::now();
+    let (code, out, err) = ctl(&["scale", "stubborn", "1", "--control", &sock]);
+    let took = asked.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok stubborn/1 removed: stopped (killed by SIGKILL)"),
+        "{out}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < PATIENCE,
+        "answered after {took:?}"
+    );
+    assert_eq!(instances(&sock).len(), 1);
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
