@@ -281,8 +281,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The sinks of instance `i` (of `n` at start-up) of an app: [stdout,
-/// stderr], each empty for /dev/null.
+/// The sinks of instance `i` of an app, named as for the app's count at
+/// start-up: [stdout, stderr], each empty for /dev/null.
 fn sinks(
     a: &AppLogs,
     i: u32,

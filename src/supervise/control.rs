@@ -7,7 +7,8 @@
 //! stopped, or waiting out a restart delay after a crash). A reload is the
 //! rolling reload's own (`reload.rs`): its answer waits for the report
 //! [`super::Supervisor::reload_apps`] sends once every instance has settled,
-//! aborted reloads included.
+//! aborted reloads included; a scale-down's waits for the instances it
+//! removes to be gone (`scale.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
