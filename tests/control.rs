@@ -1142,3 +1142,64 @@ fn a_removed_instance_that_ignores_its_stop_signal_is_killed_after_kill_timeout(
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+/// One GET to the `listen_fds.py` fixture: its answer's fields (pid,
+/// LISTEN_FDNAMES, whether LISTEN_PID was its own).
+fn listen_fds_answer(port: u16) -> Vec<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn instances_added_to_an_app_with_a_listen_socket_serve_on_it() {
+    let dir = scratch();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let ready = format!("tcp:{port}");
+    let script = fixture("cluster/listen_fds.py");
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--listen",
+            &addr,
+            "-i",
+            "1",
+            "--name",
+            "web",
+            "--ready",
+            &ready,
+            "--",
+            "python3",
+            script.to_str().unwrap(),
+        ],
+    );
+    run.wait_line(&["to=\"online\""]);
+    let (code, out, err) = ctl(&["scale", "web", "3", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pids: Vec<i64> = instances(&sock).iter().map(|i| i.1).collect();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    // Every instance accepts on the one socket procward holds, and saw
+    // LISTEN_PID as its own pid. (Python accepts on a blocking socket, so
+    // freezing the others could leave the wake-up with a frozen one: the
+    // answers are sampled instead.)
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let answer = listen_fds_answer(port);
+        assert_eq!(answer[1..], ["web", "pid-ok"], "{answer:?}");
+        seen.insert(answer[0].parse::<i64>().unwrap());
+        if pids.iter().all(|p| seen.contains(p)) {
+            break;
+        }
+    }
+    assert!(
+        pids.iter().all(|p| seen.contains(p)),
+        "{pids:?} vs {seen:?}"
+    );
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
