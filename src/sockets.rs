@@ -170,6 +170,9 @@ pub struct Held {
     pub name: String,
     /// A unix socket file procward made, removed when the socket is closed.
     unix_path: Option<PathBuf>,
+    /// Passed by procward's own service manager, which keeps its copy:
+    /// held until procward exits, as it cannot be bound again.
+    pub adopted: bool,
 }
 
 impl Held {
@@ -179,6 +182,7 @@ impl Held {
             fd,
             name,
             unix_path: Some(path),
+            adopted: false,
         }
     }
 
@@ -188,6 +192,7 @@ impl Held {
             fd,
             name,
             unix_path: None,
+            adopted: false,
         }
     }
 }
@@ -340,7 +345,9 @@ pub fn bind_app(
         .map(|addr| {
             let name = app.to_string();
             if let Some(fd) = inherited.adopt(app, addr) {
-                return Ok(Held::plain(fd, name));
+                let mut held = Held::plain(fd, name);
+                held.adopted = true;
+                return Ok(held);
             }
             match addr {
                 ListenAddr::Tcp(a) => {

@@ -1203,3 +1203,40 @@ fn instances_added_to_an_app_with_a_listen_socket_serve_on_it() {
     run.signal(libc::SIGTERM);
     run.wait_exit();
 }
+
+#[test]
+fn a_stopped_listen_app_refuses_connections_and_serves_again_once_started() {
+    let dir = scratch();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let script = fixture("cluster/listen_fds.py");
+    let (mut run, sock) = serve(
+        &dir,
+        &[
+            "--listen",
+            &addr,
+            "--name",
+            "web",
+            "--",
+            "python3",
+            script.to_str().unwrap(),
+        ],
+    );
+    run.wait_line(&["to=\"online\""]);
+    let first = listen_fds_answer(port);
+    assert_eq!(first[1..], ["web", "pid-ok"], "{first:?}");
+    let (code, out, err) = ctl(&["stop", "web", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Stopped for now: the port is closed, so clients are refused at once
+    // instead of waiting in a backlog nobody accepts from.
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(refused.is_err(), "a stopped app's port still accepts");
+    let (code, out, err) = ctl(&["start", "web", "--control", &sock]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Started again: the socket is bound again and passed as LISTEN_FDS.
+    let again = listen_fds_answer(port);
+    assert_eq!(again[1..], ["web", "pid-ok"], "{again:?}");
+    assert_ne!(again[0], first[0], "the same process answered");
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}

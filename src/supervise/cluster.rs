@@ -89,6 +89,21 @@ impl Supervisor {
         }
     }
 
+    /// Binds app `a`'s `listen` sockets again if they were closed when it
+    /// stopped for good and it is starting again (`procward start`, a cron
+    /// or watch trigger, a scale-up); an address now taken is an error the
+    /// spawn retries.
+    pub(super) fn rebind_listen(&mut self, a: usize) -> Result<(), String> {
+        let spec = &self.apps[a].spec;
+        if spec.listen.is_empty() || !self.sockets[a].listen.is_empty() {
+            return Ok(());
+        }
+        let held = sockets::bind_app(&spec.name, &spec.listen, &mut Default::default())?;
+        info!(app = %spec.name, "listening again on the app's sockets");
+        self.sockets[a].listen = held;
+        Ok(())
+    }
+
     /// Whether an instance of app `a` is ready only once its cluster
     /// worker listens (PM2's cluster mode without `wait_ready`).
     pub(super) fn ready_on_listening(&self, a: usize) -> bool {
@@ -359,11 +374,20 @@ impl Supervisor {
     }
 
     /// Closes the sockets of every app whose instances have all stopped for
-    /// good; called after every event.
+    /// good, so connections are refused; called after every event. Sockets
+    /// from procward's own service manager stay (it holds them too); the
+    /// others are bound again when the app starts again.
     pub(super) fn release_sockets(&mut self) {
         for (a, app) in self.apps.iter().enumerate() {
-            if !self.sockets[a].is_empty() && app.instances.iter().all(|i| i.state.is_final()) {
-                self.sockets[a] = AppSockets::default();
+            let s = &mut self.sockets[a];
+            let releasable = !s.cluster.is_empty() || s.listen.iter().any(|h| !h.adopted);
+            if releasable && app.instances.iter().all(|i| i.state.is_final()) {
+                let mut listen = std::mem::take(&mut s.listen);
+                listen.retain(|h| h.adopted);
+                *s = AppSockets {
+                    listen,
+                    ..AppSockets::default()
+                };
                 info!(app = %app.spec.name, "closed the app's listening sockets");
             }
         }

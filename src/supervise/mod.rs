@@ -412,6 +412,9 @@ impl Supervisor {
     /// Starts a process for the instance; the answer for its machine.
     fn spawn(&mut self, slot: Slot) -> Event {
         let (a, i) = slot;
+        if let Err(e) = self.rebind_listen(a) {
+            return self.spawn_failed(slot, e, true);
+        }
         let (mut fds, listen_env) = crate::sockets::listen_fds(&self.sockets[a].listen);
         let readiness = self.prepare_readiness(a, fds.len());
         let output = self.logs.prepare(a, i);
