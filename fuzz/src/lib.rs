@@ -257,3 +257,133 @@ fn server() -> &'static SocketAddr {
         rx.recv().expect("the server started")
     })
 }
+
+/// A control-socket request: the bytes read by the request parser, then
+/// sent on one connection to the real control server (peer check, size
+/// and time limits, its own answers for `hello`, `status` and `logs`),
+/// with a stand-in supervisor that answers the rest as the real one does
+/// for a procward running no app.
+///
+/// Beyond not crashing: a request the parser accepts reads back the same
+/// once written out again (as the CLI writes it), every refusal is a
+/// reply a client can read, and the server answers with one JSON reply
+/// line or closes.
+pub fn control(data: &[u8]) {
+    use control::Reply;
+    match control::parse_request(data) {
+        Ok(r) => {
+            let line = serde_json::to_vec(&r).expect("a request writes out");
+            assert_eq!(
+                control::parse_request(&line).as_ref(),
+                Ok(&r),
+                "{r:?} does not read back from {:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+        Err(reply) => {
+            assert!(matches!(reply, Reply::Refused(_)), "{reply:?}");
+            let line = serde_json::to_string(&reply).expect("a reply writes out");
+            assert_eq!(serde_json::from_str::<Reply>(&line).ok(), Some(reply));
+        }
+    }
+    // The client reads whatever a server sends back.
+    let _ = serde_json::from_slice::<Reply>(data);
+
+    let path = control_server();
+    let mut c = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    c.set_read_timeout(Some(control::IDLE_TIMEOUT * 3)).unwrap();
+    let _ = c.write_all(data);
+    let _ = c.shutdown(Shutdown::Write);
+    // One line: `logs --follow` keeps the connection open after it.
+    let mut answer = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        match c.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => answer.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            // libFuzzer's own SIGALRM, once a second.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!(
+                "the control server neither answered nor closed ({:?}): {e}; read so far: {:?}",
+                e.kind(),
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    if !answer.is_empty() {
+        let reply: Reply = serde_json::from_slice(&answer).unwrap_or_else(|e| {
+            panic!(
+                "not a reply ({e}): {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(200)])
+            )
+        });
+        let _ = reply;
+    }
+}
+
+/// The control server, started once on a thread of its own, with a
+/// stand-in for the supervisor's side of [`control::Call`].
+fn control_server() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("procward-fuzz-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let path = dir.join(control::SOCKET_NAME);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bound_path = path.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (listener, _bound) =
+                    control::server::bind(&bound_path).expect("bind the control socket");
+                let (calls, mut inbox) = tokio::sync::mpsc::channel::<control::Call>(16);
+                let (_status_tx, status) =
+                    tokio::sync::watch::channel(Arc::new(status::Status::default()));
+                let logs = logs::Logs::new(&[], Default::default(), |_| unreachable!());
+                let shared = control::server::Shared {
+                    name: "fuzz".into(),
+                    apps: Vec::new(),
+                    status,
+                    calls,
+                    refused: None,
+                    sampled: true,
+                    logs,
+                };
+                tokio::spawn(control::server::Server::new(listener, shared).serve());
+                tx.send(()).unwrap();
+                // What the supervisor answers when it runs no app: the
+                // signal is read first, then no app matches the name.
+                while let Some(call) = inbox.recv().await {
+                    use control::{Reply, Request::*};
+                    let answer = match &call.request {
+                        Signal { signal, .. } => config::units::parse_signal(signal)
+                            .err()
+                            .map(|e| Reply::refused("bad_request", e, None)),
+                        Scale { .. } => Some(Reply::refused("not_supported", "no", None)),
+                        _ => None,
+                    };
+                    let answer = answer.unwrap_or_else(|| match &call.request {
+                        Reload { app }
+                        | Restart { app }
+                        | Stop { app }
+                        | Start { app }
+                        | Signal { app, .. }
+                            if app == "all" =>
+                        {
+                            Reply::outcomes(Vec::new())
+                        }
+                        _ => Reply::refused("unknown_app", "no app named that", None),
+                    });
+                    let _ = call.reply.send(answer);
+                }
+            });
+        });
+        rx.recv().expect("the control server started");
+        path
+    })
+}
