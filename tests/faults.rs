@@ -116,6 +116,157 @@ fn sigkill_while_stopping_for_a_reload_starts_the_new_one_at_once() {
     );
 }
 
+/// A Node server in cluster mode (procward holds its socket) whose start
+/// waits while the file `hold` exists in `dir`: it writes its pid to
+/// `starts`, then listens on $PORT and answers each request with its pid.
+fn start_held_app(dir: &tempfile::TempDir, port: u16, metrics: &str) -> Running {
+    let app = path_in(dir, "app.js");
+    std::fs::write(
+        &app,
+        r#"const fs = require('fs');
+const dir = process.env.DIR;
+fs.appendFileSync(dir + '/starts', process.pid + '\n');
+const serve = () => require('http')
+  .createServer((req, res) => res.end(`${process.pid}\n`))
+  .listen(Number(process.env.PORT));
+const wait = () => (fs.existsSync(dir + '/hold') ? setTimeout(wait, 10) : serve());
+wait();
+"#,
+    )
+    .unwrap();
+    Running::start_cmd(
+        Command::new(bin())
+            .args(["-i", "1", "--name", "web", "--listen-timeout", "60s"])
+            .args(["--metrics", metrics, "--", "node", &app])
+            .env("DIR", dir.path())
+            .env("PORT", port.to_string()),
+    )
+}
+
+/// One HTTP/1.0 request to 127.0.0.1:port; the pid that answered.
+fn answered_by(port: u16) -> std::io::Result<i32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(PATIENCE))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    body.parse()
+        .map_err(|_| std::io::Error::other(format!("bad answer {text:?}")))
+}
+
+/// Starts a reload whose replacement is held before it listens; returns
+/// (old pid, new pid) once both run.
+fn reload_into_overlap(run: &mut Running, dir: &tempfile::TempDir, port: u16) -> (i32, i32) {
+    let old = pid_field(&run.wait_line(&["to=\"online\"", "restarts=0"]));
+    assert_eq!(answered_by(port).unwrap(), old);
+    std::fs::write(dir.path().join("hold"), "").unwrap();
+    run.signal(libc::SIGHUP);
+    let new = pid_field(&run.wait_line(&["to=\"starting\"", "reason=\"reload\""]));
+    wait_lines(&path_in(dir, "starts"), "the replacement's start", |l| {
+        l.len() == 2
+    });
+    assert!(alive(old) && alive(new), "old {old} and new {new} both run");
+    (old, new)
+}
+
+/// The value of a series in a scrape, 0 when absent.
+fn series(body: &str, s: &str) -> f64 {
+    metric(body, s).unwrap_or(0.0)
+}
+
+/// Reloading with overlap, the old process killed outright while its
+/// replacement starts: the new one takes over when ready, and a client
+/// that connected in between (the socket is procward's) is answered by
+/// it. The old process is reaped; nothing counts as a crash.
+#[test]
+fn sigkill_to_the_old_process_during_an_overlapping_reload_hands_over_to_the_new_one() {
+    let dir = scratch();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut run = start_held_app(&dir, port, &metrics);
+    let (old, new) = reload_into_overlap(&mut run, &dir, port);
+    send(old, libc::SIGKILL);
+    run.wait_line(&["old process exited", &format!("pid={old} ")]);
+    assert!(alive(new));
+    let waiting = std::thread::spawn(move || answered_by(port));
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+    let line = run.wait_line(&["app=web", "reloaded"]);
+    assert!(line.contains(&format!("pid={new}")), "{line}");
+    assert_eq!(waiting.join().unwrap().unwrap(), new, "the waiting client");
+    assert_eq!(answered_by(port).unwrap(), new);
+    assert!(!alive(old));
+    assert_eq!(zombies_of(run.pid()), Vec::<i32>::new());
+    let body = scrape(&metrics);
+    let reloads = "procward_reloads_total{app=\"web\",result=";
+    assert_eq!(
+        series(&body, &format!("{reloads}\"done\"}}")),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(series(&body, &format!("{reloads}\"aborted\"}}")), 0.0);
+    let restarts = "procward_restarts_total{app=\"web\",instance=\"0\",reason=";
+    assert_eq!(
+        series(&body, &format!("{restarts}\"crash\"}}")),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(series(&body, &format!("{restarts}\"signal\"}}")), 0.0);
+    assert_eq!(series(&body, &format!("{restarts}\"reload\"}}")), 1.0);
+    run.signal(libc::SIGTERM);
+    // Node's default for SIGTERM, passed on: 128 + 15.
+    assert_eq!(code_of(run.wait_exit()), 143);
+    assert!(!alive(new));
+}
+
+/// Reloading with overlap, the replacement killed outright before it is
+/// ready: the reload is aborted, the old process serves on, the
+/// replacement is reaped, and the next reload works.
+#[test]
+fn sigkill_to_the_replacement_during_an_overlapping_reload_keeps_the_old_one_serving() {
+    let dir = scratch();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut run = start_held_app(&dir, port, &metrics);
+    let (old, new) = reload_into_overlap(&mut run, &dir, port);
+    send(new, libc::SIGKILL);
+    run.wait_line(&["app=web", "reload aborted"]);
+    assert_eq!(answered_by(port).unwrap(), old);
+    assert!(!alive(new));
+    assert_eq!(zombies_of(run.pid()), Vec::<i32>::new());
+    let body = scrape(&metrics);
+    let reloads = "procward_reloads_total{app=\"web\",result=";
+    assert_eq!(
+        series(&body, &format!("{reloads}\"aborted\"}}")),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(series(&body, &format!("{reloads}\"done\"}}")), 0.0);
+    let restarts = "procward_restarts_total{app=\"web\",instance=\"0\",reason=";
+    assert_eq!(
+        series(&body, &format!("{restarts}\"crash\"}}")),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(series(&body, &format!("{restarts}\"signal\"}}")), 0.0);
+    let killed = "procward_exits_total{app=\"web\",code=\"\",instance=\"0\",signal=\"SIGKILL\"}";
+    assert_eq!(series(&body, killed), 1.0, "{body}");
+    // The next reload goes through.
+    std::fs::remove_file(dir.path().join("hold")).unwrap();
+    run.signal(libc::SIGHUP);
+    let line = run.wait_line(&["app=web", "reloaded"]);
+    let third = wait_lines(&path_in(&dir, "starts"), "the third start", |l| {
+        l.len() == 3
+    })[2]
+        .parse::<i32>()
+        .unwrap();
+    assert!(line.contains(&format!("pid={third}")), "{line}");
+    assert_eq!(answered_by(port).unwrap(), third);
+    wait_until("the old process gone", || (!alive(old)).then_some(()));
+    assert_eq!(zombies_of(run.pid()), Vec::<i32>::new());
+}
+
 /// PID 1 killed outright from the parent namespace: the kernel kills
 /// everything in the namespace, the app and its own children included.
 #[test]
