@@ -333,3 +333,42 @@ fn prlimit(pid: i32, n: u64) {
         "prlimit",
     );
 }
+
+/// procward.service as shipped, under a real systemd (the sandbox of
+/// scripts/tools/systemd-sandbox), killed outright: systemd restarts it
+/// (Restart=on-failure) and kills what was left of the old run in the
+/// unit's cgroup, a process that left the app's session included
+/// (tests/systemd/sigkill.sh). Needs root; without it says so and passes.
+#[test]
+fn sigkill_to_procward_under_systemd_restarts_the_unit_and_leaves_nothing_behind() {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: the systemd sandbox needs root");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sandbox = std::env::var_os("SYSTEMD_SANDBOX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("scripts/tools/systemd-sandbox"));
+    let out = Command::new(sandbox)
+        .args(["run", "-t", "120"])
+        .args([
+            "-f",
+            &format!("{}:/usr/local/bin/procward", bin().display()),
+        ])
+        .args([
+            "-u",
+            &root.join("systemd/procward.service").display().to_string(),
+        ])
+        .arg(root.join("tests/systemd/sigkill.sh"))
+        .output()
+        .expect("run the systemd sandbox");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("\n0 failed"),
+        "checks failed under systemd ({}):\n{stdout}",
+        out.status
+    );
+}
