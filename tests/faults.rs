@@ -324,6 +324,131 @@ fn out_of_descriptors_procward_keeps_serving_and_recovers() {
     assert!(scrape(&addr).contains("procward_restarts_total"));
 }
 
+/// A pids cgroup (v1's pids controller, or v2), removed on drop once
+/// empty.
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    /// `None` when this machine does not let us make one (not root, no
+    /// pids controller, read-only cgroupfs).
+    fn new() -> Option<PidsCgroup> {
+        let name = format!("procward-faults-{}", std::process::id());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/pids");
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let dir = if v1.join("cgroup.procs").exists() {
+            v1.join(name)
+        } else {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+pids");
+            v2.join(name)
+        };
+        std::fs::create_dir(&dir).ok()?;
+        let cg = PidsCgroup(dir);
+        cg.0.join("pids.max").exists().then_some(cg)
+    }
+
+    fn set_max(&self, max: &str) {
+        std::fs::write(self.0.join("pids.max"), max).expect("write pids.max");
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.0.join(file)).unwrap_or_default()
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("pids.max"), "max");
+        // Its last processes may still be on their way out.
+        let deadline = Instant::now() + PATIENCE;
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `GET path` on procward's HTTP server: the status code and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map_or("", |x| x.1).into())
+}
+
+/// Out of pids (procward and its app in a pids cgroup whose pids.max is
+/// lowered below what runs): the restart after a crash cannot fork
+/// (EAGAIN); procward retries with backoff and counts each failure as
+/// `spawn_failed`, answers /healthz and /metrics all along, and once pids
+/// are free again the app runs. Skipped (and passes) without a pids
+/// cgroup to make.
+#[test]
+fn out_of_pids_restarts_are_retried_and_counted_and_procward_keeps_serving() {
+    let Some(cg) = PidsCgroup::new() else {
+        println!("SKIPPED: no pids cgroup can be made here");
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut run = Running::start_cmd(
+        Command::new("sh")
+            .arg("-c")
+            .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
+            .arg(&cg.0)
+            .arg(bin())
+            .args(["--metrics", &addr, "--restart-delay", "100ms"])
+            .args(["--", "sleep", "1000"]),
+    );
+    let first = pid_field(&run.wait_line(&["to=\"online\"", "restarts=0"]));
+    let members = cg.read("cgroup.procs");
+    assert!(
+        members.lines().any(|p| p == first.to_string()),
+        "the app is not in the cgroup: {members}"
+    );
+    // No new process or thread in the cgroup from now on.
+    cg.set_max("1");
+    send(first, libc::SIGKILL);
+    run.wait_line(&["Resource temporarily unavailable", "retrying with backoff"]);
+    run.wait_line(&["reason=\"spawn_failed\"", "restarts=3"]);
+    assert_eq!(get(&addr, "/healthz").0, 200, "/healthz while out of pids");
+    let (code, body) = get(&addr, "/metrics");
+    assert_eq!(code, 200, "/metrics while out of pids");
+    let restarts = "procward_restarts_total{app=\"sleep\",instance=\"0\",reason=";
+    let failed = series(&body, &format!("{restarts}\"spawn_failed\"}}"));
+    assert!(failed >= 3.0, "{body}");
+    assert!(alive(run.pid()), "procward died out of pids");
+    cg.set_max("max");
+    let line = run.wait_line(&["to=\"online\"", "reason=\"signal\""]);
+    let second = pid_field(&line);
+    assert!(alive(second));
+    let body = scrape(&addr);
+    assert_eq!(
+        series(&body, &format!("{restarts}\"signal\"}}")),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(series(&body, &format!("{restarts}\"crash\"}}")), 0.0);
+    assert!(series(&body, &format!("{restarts}\"spawn_failed\"}}")) >= failed);
+    // The kernel refused at least the forks procward counted.
+    let refused: f64 = cg
+        .read("pids.events")
+        .trim()
+        .strip_prefix("max ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        refused >= failed,
+        "pids.events max {refused}, counted {failed}"
+    );
+    run.signal(libc::SIGTERM);
+    run.wait_exit();
+}
+
 /// Sets RLIMIT_NOFILE of `pid` (soft and hard) with prlimit(1).
 fn prlimit(pid: i32, n: u64) {
     output_of_success(
