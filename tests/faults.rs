@@ -1,5 +1,8 @@
 //! Fault injection with real processes: the app killed outright in each
-//! state, procward killed outright as PID 1, procward short of descriptors.
+//! state (an overlapping reload's old process and its replacement
+//! included), procward killed outright as PID 1 and under a real systemd,
+//! procward short of descriptors and of pids, and the wall clock stepped
+//! under its timers.
 //!
 //! Covered elsewhere and not repeated here: procward killed outright as a
 //! child (`parent_death.rs`: the app dies by PDEATHSIG) and a `--listen`
@@ -496,4 +499,98 @@ fn sigkill_to_procward_under_systemd_restarts_the_unit_and_leaves_nothing_behind
         "checks failed under systemd ({}):\n{stdout}",
         out.status
     );
+}
+
+/// libfaketime, installed by scripts/test (Debian's libfaketime).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// procward with libfaketime preloaded: its wall clock (CLOCK_REALTIME,
+/// what log timestamps show) is offset by what the file `clock` in `dir`
+/// says, read again on every call; the monotonic clock is left alone
+/// (DONT_FAKE_MONOTONIC), as a real clock step leaves it. The machine's
+/// clock is never touched.
+fn with_fake_wall_clock(dir: &tempfile::TempDir) -> (Command, std::path::PathBuf) {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: apt-get install libfaketime (scripts/test does)"
+    );
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME_TIMESTAMP_FILE", &clock)
+        .env("FAKETIME_NO_CACHE", "1")
+        .env("DONT_FAKE_MONOTONIC", "1");
+    (cmd, clock)
+}
+
+/// The date (YYYY-MM-DD) a log line was stamped with.
+fn stamped(line: &str) -> &str {
+    &line[..10]
+}
+
+/// The wall clock stepped a day forward, then two back, while restarts
+/// wait out restart_delay: each restart comes after its delay (a step
+/// forward does not cut it short, a step back does not stall it), and
+/// /healthz answers throughout. The log's timestamps show the steps took.
+#[test]
+fn wall_clock_steps_leave_restart_delays_and_health_alone() {
+    let dir = scratch();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut cmd, clock) = with_fake_wall_clock(&dir);
+    cmd.args(["--metrics", &addr, "--restart-delay", "2s"])
+        .args(["--", "sh", "-c", "exit 3"]);
+    let mut run = Running::start_cmd(&mut cmd);
+    let first = run.wait_line(&["restart delayed", "delay_ms=2000"]);
+    std::fs::write(&clock, "+1d\n").unwrap();
+    let stepped = Instant::now();
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    let line = run.wait_line(&["to=\"online\"", "restarts=1"]);
+    let waited = stepped.elapsed();
+    assert!(stamped(&line) > stamped(&first), "no step forward: {line}");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "restarted {waited:?} after the step, before its 2 s delay"
+    );
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    run.wait_line(&["to=\"waiting\"", "restarts=1"]);
+    std::fs::write(&clock, "-1d\n").unwrap();
+    let stepped = Instant::now();
+    let line = run.wait_line(&["to=\"online\"", "restarts=2"]);
+    let waited = stepped.elapsed();
+    assert!(stamped(&line) < stamped(&first), "no step back: {line}");
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    let body = scrape(&addr);
+    let crashes = "procward_restarts_total{app=\"sh\",instance=\"0\",reason=\"crash\"}";
+    assert!(series(&body, crashes) >= 2.0, "{body}");
+}
+
+/// The wall clock stepped a day forward while procward waits out
+/// kill_timeout for an app that ignores its stop signal: SIGKILL still
+/// comes only once kill_timeout has passed.
+#[test]
+fn a_wall_clock_step_forward_does_not_cut_kill_timeout_short() {
+    let dir = scratch();
+    let trapped = dir.path().join("trapped");
+    let (mut cmd, clock) = with_fake_wall_clock(&dir);
+    cmd.args(["--kill-timeout", "3s", "--", "sh", "-c"])
+        .arg("trap '' TERM INT; echo > \"$0\"; exec sleep 1000")
+        .arg(&trapped);
+    let mut run = Running::start_cmd(&mut cmd);
+    let first = run.wait_line(&["to=\"online\""]);
+    wait_file(&trapped);
+    run.signal(libc::SIGTERM);
+    run.wait_line(&["to=\"stopping\""]);
+    std::fs::write(&clock, "+1d\n").unwrap();
+    let stepped = Instant::now();
+    let status = run.wait_exit();
+    let waited = stepped.elapsed();
+    assert_eq!(code_of(status), 128 + libc::SIGKILL);
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "killed {waited:?} after the step, before kill_timeout (3 s)"
+    );
+    let last = run.seen.last().cloned().unwrap_or_default();
+    assert!(stamped(&last) > stamped(&first), "no step forward: {last}");
 }
