@@ -47,7 +47,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection that moves no byte for this long is closed: a keep-alive
 /// connection left idle, or a client that stopped reading its response.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a connection is kept, whatever it does.
+/// Age at which a connection is retired: its next response says
+/// `Connection: close` and the connection ends after it, so a client that
+/// keeps it busy loses no request (an abrupt close would race the next
+/// request it sends). One that sends nothing more is closed at
+/// [`IDLE_TIMEOUT`]; one that is still open [`IDLE_TIMEOUT`] later is
+/// closed whatever it does.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Longest an encoded /metrics body is reused while no supervised value
@@ -156,16 +161,27 @@ impl Server {
                 last: last.clone(),
                 epoch,
             };
+            let retire_at = tokio::time::Instant::now() + CONNECTION_LIFETIME;
             let conn = builder.serve_connection(
                 TokioIo::new(io),
                 hyper::service::service_fn(move |req| {
                     let routes = routes.clone();
-                    async move { Ok::<_, Infallible>(routes.route(&req)) }
+                    async move {
+                        let mut response = routes.route(&req);
+                        if tokio::time::Instant::now() >= retire_at {
+                            // hyper ends the connection once this is sent.
+                            response.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
                 }),
             );
             tokio::spawn(async move {
                 let ended = tokio::select! {
-                    r = tokio::time::timeout(CONNECTION_LIFETIME, conn) => r.ok(),
+                    r = tokio::time::timeout_at(retire_at + IDLE_TIMEOUT, conn) => r.ok(),
                     _ = evict_rx => None,
                     _ = idle(&last, epoch) => {
                         debug!(%peer, "HTTP connection idle for {IDLE_TIMEOUT:?}; closing");

@@ -1,7 +1,8 @@
 //! Hardening: what an app, a client or an unlucky operator can do to
 //! procward must not take it down. Descriptors sent on the notify socket
 //! are closed, many idle HTTP connections leave /healthz answering, a
-//! stderr nobody reads does not stop the event loop, and an unsafe runtime
+//! busy keep-alive client loses no request when its connection is
+//! retired, a stderr nobody reads does not stop the event loop, and an unsafe runtime
 //! directory is refused.
 //!
 //! `PROCWARD_BIN` runs another build under the same tests, to measure the
@@ -475,4 +476,82 @@ fn after_sigkill_the_apps_children_outlive_procward_unless_it_is_pid1() {
     wait_until("the app's child to die with the namespace", || {
         (!alive(sleeps)).then_some(())
     });
+}
+
+/// One response on a keep-alive connection: its status code and whether
+/// it said `Connection: close`; `None` when the connection ended first.
+fn response(r: &mut std::io::BufReader<TcpStream>) -> Option<(u16, bool)> {
+    use std::io::BufRead;
+    let mut head = String::new();
+    let mut length = 0;
+    let mut close = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().ok()?;
+        }
+        close |= lower.starts_with("connection:") && lower.contains("close");
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).ok()?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, close))
+}
+
+/// A scraper that keeps one connection busy past the server's connection
+/// lifetime (60 s) loses no request: the connection is retired with
+/// `Connection: close` on a response, not cut between two requests.
+/// Found by scripts/soak (a few failed scrapes a minute at 100/s).
+#[test]
+fn a_busy_keep_alive_client_loses_no_request_when_its_connection_is_retired() {
+    let addr = free_addr();
+    let _run = Running::start_cmd(Command::new(procward()).args([
+        "--metrics",
+        &addr,
+        "--",
+        "sleep",
+        "1000",
+    ]));
+    wait_until("the HTTP server", || {
+        (get_within(&addr, "/healthz", PATIENCE) == 200).then_some(())
+    });
+    let connect = || {
+        let s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        std::io::BufReader::new(s)
+    };
+    let started = Instant::now();
+    let mut conn = connect();
+    let (mut answered, mut retired) = (0, 0);
+    while started.elapsed() < Duration::from_secs(70) {
+        conn.get_mut()
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (code, close) = response(&mut conn).unwrap_or_else(|| {
+            panic!(
+                "the connection ended without an answer after {:?} ({answered} answered)",
+                started.elapsed()
+            )
+        });
+        assert_eq!(code, 200);
+        answered += 1;
+        if close {
+            retired += 1;
+            assert!(
+                started.elapsed() >= Duration::from_secs(59),
+                "retired early"
+            );
+            conn = connect();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(retired, 1, "{answered} answered");
 }
