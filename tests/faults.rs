@@ -479,6 +479,8 @@ fn sigkill_to_procward_under_systemd_restarts_the_unit_and_leaves_nothing_behind
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("scripts/tools/systemd-sandbox"));
     let out = Command::new(sandbox)
+        // The tree tests/systemd.rs uses and scripts/test prepares.
+        .env("SYSTEMD_SANDBOX_PACKAGES", "nodejs")
         .args(["run", "-t", "120"])
         .args([
             "-f",
