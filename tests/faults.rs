@@ -217,6 +217,9 @@ fn sigkill_to_the_old_process_during_an_overlapping_reload_hands_over_to_the_new
     );
     assert_eq!(series(&body, &format!("{restarts}\"signal\"}}")), 0.0);
     assert_eq!(series(&body, &format!("{restarts}\"reload\"}}")), 1.0);
+    // The old process's death is an exit like any other.
+    let killed = "procward_exits_total{app=\"web\",code=\"\",instance=\"0\",signal=\"SIGKILL\"}";
+    assert_eq!(series(&body, killed), 1.0, "{body}");
     run.signal(libc::SIGTERM);
     // Node's default for SIGTERM, passed on: 128 + 15.
     assert_eq!(code_of(run.wait_exit()), 143);

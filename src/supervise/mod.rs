@@ -286,6 +286,7 @@ impl Supervisor {
             self.forget_worker(pid);
             match self.by_pid.remove(&pid) {
                 Some(slot) => {
+                    self.obs.exited(slot, status);
                     self.log_crash(slot, pid, status);
                     let group_alive = tree::group_alive(pid);
                     self.feed(

@@ -117,17 +117,8 @@ impl Observer {
             .unwrap_or(0);
         m.state(a, i, index, next.pid().is_some(), next.is_ready());
         m.restarts(a, i, &inst.restarts);
-        if process_gone {
-            match inst.last_status {
-                Some(ExitStatus::Code(c)) => m.exited(a, i, Some(c), None),
-                Some(ExitStatus::Signal { signo, .. }) => {
-                    m.exited(a, i, None, Some(&signals::name(signo)))
-                }
-                None => {}
-            }
-            if next.pid().is_none() {
-                m.no_process(a, i);
-            }
+        if process_gone && next.pid().is_none() {
+            m.no_process(a, i);
         }
         if let (true, State::Starting { since, .. } | State::Online { since, .. }) =
             (new_process, next)
@@ -141,6 +132,16 @@ impl Observer {
             if !prev.is_ready() || new_process {
                 m.became_ready(a, *ready_at - *since);
             }
+        }
+    }
+
+    /// Counts a reaped exit of one of the instance's processes: its main
+    /// process, or the old or new one of an overlapping reload.
+    pub fn exited(&mut self, (a, i): Slot, status: ExitStatus) {
+        let Some(m) = &mut self.metrics else { return };
+        match status {
+            ExitStatus::Code(c) => m.exited(a, i, Some(c), None),
+            ExitStatus::Signal { signo, .. } => m.exited(a, i, None, Some(&signals::name(signo))),
         }
     }
 
