@@ -166,6 +166,14 @@ fn connect(target: &Target) -> Result<(PathBuf, UnixStream), (i32, String)> {
             (probe, _) => Err(not_reached(&[(p.clone(), probe)])),
         };
     }
+    // Inside a unit (`ExecReload=procward reload`), its own procward.
+    if target.name.is_none() {
+        if let Some(p) = paths::runtime_directory().map(|d| d.join(super::SOCKET_NAME)) {
+            if let (Probe::Live, Some(s)) = paths::probe(&p) {
+                return Ok((p, s));
+            }
+        }
+    }
     let mut looked = Vec::new();
     let mut live = Vec::new();
     for path in paths::client_candidates(target.name.as_deref()) {

@@ -16,8 +16,9 @@
 //!
 //! A command looks at the same places: with `--name NAME` at
 //! `BASE/NAME/procward.sock` (and at `BASE/procward.sock` if the procward
-//! there has that name), without it at every socket found; one live socket
-//! is used, several are listed with their names.
+//! there has that name), without it at `$RUNTIME_DIRECTORY/procward.sock`
+//! first (a command run by the unit itself), then at every socket found;
+//! one live socket is used, several are listed with their names.
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
