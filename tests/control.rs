@@ -665,11 +665,29 @@ fn the_socket_is_found_in_the_runtime_directory_or_the_users_own() {
             .env("RUNTIME_DIRECTORY", &rt),
     );
     run.wait_line(&["control socket", &format!("{rt}/procward.sock")]);
+    // Another procward the command would also find (in its temporary
+    // directory): the unit's own still wins.
+    let decoy_dir = path_in(&dir, "decoy");
+    std::fs::create_dir_all(format!("{decoy_dir}/procward-0")).unwrap();
+    let decoy_sock = format!("{decoy_dir}/procward-0/procward.sock");
+    let mut decoy = Running::start_cmd(Command::new(bin()).args([
+        "--name",
+        "decoy",
+        "--control",
+        &decoy_sock,
+        "--",
+        "sleep",
+        "1000",
+    ]));
+    decoy.wait_line(&["control socket", &decoy_sock]);
     let found = Command::new(bin())
         .args(["status", "--json"])
         .env("RUNTIME_DIRECTORY", &rt)
+        .env("TMPDIR", &decoy_dir)
         .output()
         .unwrap();
+    decoy.signal(libc::SIGTERM);
+    decoy.wait_exit();
     assert!(
         found.status.success(),
         "{}",
