@@ -173,6 +173,57 @@ fn a_leaking_app_is_restarted_for_memory_within_the_interval() {
     );
 }
 
+#[test]
+fn a_replacement_process_is_sampled_from_its_start() {
+    // 25 MiB/s from Node's ~45 MB: each process crosses 100 MiB about 2 s
+    // after it starts. With a 10 s interval, the next full pass after the
+    // first memory restart comes long after the replacement crossed: only
+    // sampling the replacement from its start stops it in time.
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let cap: u64 = 100 * 1024 * 1024;
+    let (mut pw, _addr) = start_with_metrics_env(
+        &[
+            "--max-memory-restart",
+            "100M",
+            "--sample-interval",
+            "10s",
+            "--",
+            "node",
+            fixture("metrics/leak.js").to_str().unwrap(),
+        ],
+        &[
+            ("LEAK_MB", "5"),
+            ("LEAK_EVERY_MS", "200"),
+            ("RECORD", record.to_str().unwrap()),
+        ],
+    );
+    pw.wait_line(&["memory above max_memory_restart"]);
+    pw.wait_line(&["memory above max_memory_restart"]);
+    let text = wait_file_until(&record, "the replacement's stop signal", |s| {
+        s.matches("signal ").count() >= 2
+    });
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let second = lines.iter().filter(|l| l[0] == "start").nth(1).unwrap()[2];
+    let ms = |l: &Vec<&str>| l[1].parse::<u64>().unwrap();
+    let of_second = || lines.iter().filter(|l| l[2] == second);
+    let crossed = of_second()
+        .find(|l| l[0] == "rss" && l[3].parse::<u64>().unwrap() > cap)
+        .map(ms)
+        .expect("the replacement recorded itself over the cap");
+    let signalled = of_second()
+        .find(|l| l[0] == "signal")
+        .map(ms)
+        .expect("the replacement got a stop signal");
+    // Milliseconds on an idle machine; the bound is far below the 10 s
+    // interval a full pass would take.
+    assert!(
+        signalled.saturating_sub(crossed) < 3_000,
+        "the replacement was signalled {} ms after crossing the cap",
+        signalled.saturating_sub(crossed)
+    );
+}
+
 /// Starts procward on the crash-then-run script and waits until it stays up.
 fn crash_loop() -> (Running, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

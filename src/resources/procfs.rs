@@ -165,7 +165,8 @@ impl ProcScan {
     /// found in the tree rooted at `root`, without listing /proc: memory,
     /// CPU and threads, not the slow fields. A process that joined the tree
     /// since is counted from the next full pass; one gone since adds
-    /// nothing; `processes: 0` if none is left.
+    /// nothing; `processes: 0` if none is left. A root the last pass did
+    /// not see (started since) is read alone.
     ///
     /// [`scan`]: ProcScan::scan
     pub fn reread(&mut self, root: i32) -> TreeUsage {
@@ -173,19 +174,29 @@ impl ProcScan {
             pid: root,
             ..TreeUsage::default()
         };
+        let mut known = false;
         for k in 0..self.members.len() {
             let (r, pid) = self.members[k];
             if r != root {
                 continue;
             }
-            if let Some(p) = read_stat(pid, &mut self.file) {
-                u.processes += 1;
-                u.rss_bytes += p.rss_pages * self.page_size;
-                u.cpu_seconds += p.ticks as f64 / self.clk_tck;
-                u.threads += p.threads;
-            }
+            known = true;
+            self.add(pid, &mut u);
+        }
+        if !known {
+            self.add(root, &mut u);
         }
         u
+    }
+
+    /// Adds process `pid`'s stat figures to `u`, if it is still there.
+    fn add(&mut self, pid: i32, u: &mut TreeUsage) {
+        if let Some(p) = read_stat(pid, &mut self.file) {
+            u.processes += 1;
+            u.rss_bytes += p.rss_pages * self.page_size;
+            u.cpu_seconds += p.ticks as f64 / self.clk_tck;
+            u.threads += p.threads;
+        }
     }
 
     /// The tree (index into roots) process `i` belongs to, by the one rule
@@ -473,6 +484,18 @@ mod tests {
                 && out[0].fds >= Some(3)
         );
         assert!(out[1].rss_bytes > 0);
+    }
+
+    #[test]
+    fn a_root_started_since_the_last_pass_is_read_alone() {
+        let me = std::process::id() as i32;
+        let mut scan = ProcScan::new().unwrap();
+        let mut out = Vec::new();
+        scan.scan(&[], false, &mut out);
+        let u = scan.reread(me);
+        assert_eq!(u.processes, 1);
+        assert!(u.rss_bytes > 0 && u.threads >= 1);
+        assert_eq!(scan.reread(i32::MAX).processes, 0);
     }
 
     #[test]
