@@ -4,7 +4,9 @@
 #     --metrics on and the default 1 s sampling, and its RSS with 100;
 #   - /metrics with 100 instances under `wrk -t2 -c8`: p50 and p99;
 #   - one request after 1.2 s without any (past the 1 s reuse window, so a
-#     full gather, as a Prometheus scraping every 15 s sees).
+#     full gather, as a Prometheus scraping every 15 s sees);
+#   - /healthz asked 1 ms after such a request, while its body is being
+#     encoded: whether the encoding holds up the event loop.
 # Usage: benches/metrics.sh     (QUICK=1: shorter)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -60,4 +62,13 @@ for _ in 1 2 3 4 5; do
 done
 figure scrape-cold ms "" "" "/metrics, 100 instances, one request after 1.2 s without any (a full gather), median of 5"
 value scrape-cold procward "$(median <"$TMP/cold")"
+for _ in $(seq $((QUICK ? 3 : 9))); do
+    sleep 1.2
+    curl -fs -o /dev/null "http://$ADDR/metrics" &
+    sleep 0.001
+    curl -fs -o /dev/null -w '%{time_total}\n' "http://$ADDR/healthz" | awk '{print $1 * 1000}' >>"$TMP/during"
+    wait $!
+done
+figure scrape-healthz ms "" "" "/healthz asked while a /metrics body with 100 instances is encoded, median of $((QUICK ? 3 : 9))"
+value scrape-healthz procward "$(median <"$TMP/during")"
 stop

@@ -7,7 +7,10 @@
 //! send a request's headers, a connection's idle time and lifetime, and the
 //! number of connections at once (at the cap, the quietest one makes room).
 //! Each connection is its own task, and a /metrics body is encoded once and
-//! shared, so a slow reader holds up only itself. Request bodies are never read. Malformed requests
+//! shared, so a slow reader holds up only itself. It is encoded on a
+//! blocking-pool thread, not on the event loop: with 100 instances a
+//! gather and encode takes milliseconds, which would otherwise delay every
+//! signal, reap and request behind it. Request bodies are never read. Malformed requests
 //! get hyper's 400 and are counted in `procward_dropped_inputs_total{input="http"}`.
 
 use std::collections::HashMap;
@@ -79,8 +82,10 @@ struct Routes {
     stale_after: Duration,
     /// Bumped whenever a metric changes.
     generation: Arc<AtomicU64>,
-    /// The last /metrics body: (generation, when, body).
-    encoded: Mutex<Option<(u64, Instant, Bytes)>>,
+    /// The last /metrics body: (generation, when, body). An async lock:
+    /// requests that arrive while a body is being encoded wait for it
+    /// without holding up the event loop.
+    encoded: tokio::sync::Mutex<Option<(u64, Instant, Bytes)>>,
 }
 
 impl Server {
@@ -104,7 +109,7 @@ impl Server {
                 heartbeat: h.heartbeat.clone(),
                 stale_after: interval * 3 + Duration::from_secs(2),
                 generation: h.generation.clone(),
-                encoded: Mutex::new(None),
+                encoded: tokio::sync::Mutex::new(None),
             }),
             dropped: h.http_dropped.clone(),
             busy: h.http_busy.clone(),
@@ -167,7 +172,7 @@ impl Server {
                 hyper::service::service_fn(move |req| {
                     let routes = routes.clone();
                     async move {
-                        let mut response = routes.route(&req);
+                        let mut response = routes.route(&req).await;
                         if tokio::time::Instant::now() >= retire_at {
                             // hyper ends the connection once this is sent.
                             response.headers_mut().insert(
@@ -327,7 +332,7 @@ impl AsyncWrite for Tracked {
 }
 
 impl Routes {
-    fn route(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn route(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
             r.headers_mut()
@@ -335,7 +340,7 @@ impl Routes {
             return r;
         }
         match req.uri().path() {
-            "/metrics" => self.metrics(),
+            "/metrics" => self.metrics().await,
             "/healthz" => self.healthz(),
             "/readyz" => self.readyz(),
             "/status" => self.status(),
@@ -346,28 +351,39 @@ impl Routes {
         }
     }
 
-    fn metrics(&self) -> Response<Full<Bytes>> {
+    async fn metrics(&self) -> Response<Full<Bytes>> {
         let Some(registry) = &self.registry else {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "metrics could not be registered\n".into(),
             );
         };
+        let mut encoded = self.encoded.lock().await;
+        // Read after the lock: a request that waited for another's
+        // encoding reuses it unless a value changed since.
         let generation = self.generation.load(Ordering::Relaxed);
-        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
         let body = match &*encoded {
             Some((g, at, body)) if *g == generation && at.elapsed() < REUSE_FOR => body.clone(),
             _ => {
-                let mut body = String::with_capacity(64 * 1024);
-                if let Err(e) =
-                    prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut body)
-                {
-                    return text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("encoding metrics failed: {e}\n"),
-                    );
-                }
-                let body = Bytes::from(body);
+                let registry = registry.clone();
+                let rendered = tokio::task::spawn_blocking(move || {
+                    let mut body = String::with_capacity(256 * 1024);
+                    prometheus::TextEncoder::new()
+                        .encode_utf8(&registry.gather(), &mut body)
+                        .map(|()| body)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                let body = match rendered {
+                    Ok(body) => Bytes::from(body),
+                    Err(e) => {
+                        return text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!("encoding metrics failed: {e}\n"),
+                        )
+                    }
+                };
                 *encoded = Some((generation, Instant::now(), body.clone()));
                 body
             }
