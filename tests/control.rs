@@ -34,9 +34,18 @@ fn serve(dir: &tempfile::TempDir, args: &[&str]) -> (Running, String) {
     let sock = path_in(dir, "procward.sock");
     let mut all = vec!["--control", &sock];
     all.extend_from_slice(args);
-    let mut run = Running::start(&all);
-    run.wait_line(&["control socket", &sock]);
+    let run = Running::start(&all);
+    wait_socket(&sock);
     (run, sock)
+}
+
+/// Waits for the control socket's file, not its log line: waiting for the
+/// line would pass over the lines logged before it (procward makes the
+/// socket 50 ms after it starts, when its apps may be online already).
+fn wait_socket(sock: &str) {
+    wait_until("the control socket", || {
+        std::path::Path::new(sock).exists().then_some(())
+    });
 }
 
 /// The pids of the app's instances, from `status --json`.
@@ -766,7 +775,7 @@ fn reload_of_a_cluster_app_answers_per_instance_and_fails_when_aborted() {
             .env("PORT", port.to_string())
             .env("MODE_FILE", &mode_file),
     );
-    run.wait_line(&["control socket", &sock]);
+    wait_socket(&sock);
     for _ in 0..2 {
         run.wait_line(&["to=\"online\""]);
     }
@@ -877,7 +886,7 @@ fn scale_adds_ready_instances_and_removes_the_last_ones_with_their_series() {
             .arg(dir.path())
             .env("NOTIFY_SOCKET", path_in(&dir, "manager.sock")),
     );
-    run.wait_line(&["control socket", &sock]);
+    wait_socket(&sock);
     run.wait_line(&["to=\"online\""]);
     let c = ["--control", sock.as_str()];
     let first = instances(&sock);
@@ -985,7 +994,7 @@ fn a_scale_and_other_requests_on_the_app_do_not_overlap() {
             .env("PORT", port.to_string())
             .env("MODE_FILE", &mode_file),
     );
-    run.wait_line(&["control socket", &sock]);
+    wait_socket(&sock);
     run.wait_line(&["to=\"online\""]);
     // A replacement that never listens keeps the reload going until
     // listen_timeout.
@@ -1044,7 +1053,7 @@ fn workers_added_to_a_cluster_app_serve_its_port() {
             .env("PORT", port.to_string())
             .env("MODE_FILE", path_in(&dir, "mode")),
     );
-    run.wait_line(&["control socket", &sock]);
+    wait_socket(&sock);
     run.wait_line(&["to=\"online\""]);
     let (code, out, err) = ctl(&["scale", "web", "+2", "--control", &sock]);
     assert_eq!(code, 0, "{out}{err}");
