@@ -252,12 +252,19 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings, name: String) -> i32 {
         };
         // Held until procward exits: dropping it removes the socket.
         let control = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let slot = control.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(CONTROL_AFTER).await;
-            let bound = serve_control(control_path.as_deref(), shared);
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = bound;
-        });
+        if std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()) {
+            // A service: the socket exists before READY=1 can be sent, so
+            // `systemctl start` followed by `procward status` finds it.
+            *control.lock().unwrap_or_else(|e| e.into_inner()) =
+                serve_control(control_path.as_deref(), shared);
+        } else {
+            let slot = control.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CONTROL_AFTER).await;
+                let bound = serve_control(control_path.as_deref(), shared);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = bound;
+            });
+        }
         let code = sup.run(sigs).await;
         // Captured output still in the pipes is written before exiting.
         logs.drain(std::time::Duration::from_secs(3));
@@ -266,7 +273,8 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings, name: String) -> i32 {
     })
 }
 
-/// How long after its start procward makes its control socket. A run
+/// How long after its start procward makes its control socket, unless it
+/// runs under a service manager (then at once, before READY=1). A run
 /// shorter than this (a one-shot command, `procward -- /bin/true`) makes
 /// none: nobody could have used it, and making and removing its file
 /// costs more than the rest of procward's start where the directory is

@@ -161,5 +161,13 @@ systemctl stop procward.service procward.socket
 rm -f /etc/systemd/system/procward.socket
 systemctl daemon-reload
 
+# An app ready at once: READY=1 goes out within milliseconds, and the
+# control socket exists before it does.
+scenario "the control socket exists when start returns" \
+    "ExecStart=$PW --name quick -- sleep 1000"
+check "systemctl start succeeds" systemctl start procward.service
+check "procward status answers at once" $PW status
+systemctl stop procward.service
+
 echo "$failed failed"
 ((failed == 0))
