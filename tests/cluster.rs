@@ -409,6 +409,8 @@ fn a_socket_the_worker_did_not_receive_is_sent_again() {
                 .args(["-i", "1", "--strict-ready", "--listen-timeout", "60s", "--"])
                 .arg(node(major))
                 .arg(fixture("cluster/nack.js"))
+                // The listening socket itself goes to the worker.
+                .env("NODE_CLUSTER_SCHED_POLICY", "none")
                 .env("PORT", port.to_string()),
         );
         let nack = p.wait_line(&["did not receive its socket", "sending it again"]);
@@ -425,6 +427,125 @@ fn a_socket_the_worker_did_not_receive_is_sent_again() {
             "Node {major}: {}",
             p.seen.join("\n")
         );
+        p.signal(libc::SIGTERM);
+        p.wait_exit();
+    }
+}
+
+/// The inode of the TCP socket listening on `port`, from /proc/net.
+fn listener_inode(port: u16) -> Option<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        std::fs::read_to_string(f)
+            .ok()?
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                let local_port = cols.get(1)?.rsplit(':').next()?;
+                (u16::from_str_radix(local_port, 16).ok()? == port && cols.get(3)? == &"0A")
+                    .then(|| cols.get(9).map(|s| s.to_string()))?
+            })
+    })
+}
+
+/// Whether process `pid` holds the socket listening on `port`.
+fn holds_listener(pid: i32, port: u16) -> bool {
+    let inode = listener_inode(port).expect("a socket listens on the port");
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == wanted))
+}
+
+/// How many descriptors process `pid` has open.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Starts `-i 2` of the plain server on `port` under Node `major`, with
+/// `policy` as NODE_CLUSTER_SCHED_POLICY if given; the workers' pids.
+fn two_workers(major: u32, port: u16, policy: Option<&str>) -> (Running, Vec<i32>) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["-i", "2", "--strict-ready", "--listen-timeout", "60s", "--"])
+        .arg(node(major))
+        .arg(fixture("cluster/server.js"))
+        .env("PORT", port.to_string());
+    match policy {
+        Some(v) => cmd.env("NODE_CLUSTER_SCHED_POLICY", v),
+        None => cmd.env_remove("NODE_CLUSTER_SCHED_POLICY"),
+    };
+    let mut p = Running::start_cmd(&mut cmd);
+    let pids = online(&mut p, 2);
+    (p, pids)
+}
+
+/// By default (Node's round-robin), procward accepts the connections and
+/// hands them to the workers in turn: the workers do not hold the
+/// listening socket, each gets about half of the connections, and
+/// `server.address()` in a worker still gives the port.
+#[test]
+fn connections_are_handed_to_the_workers_in_turn_under_every_major() {
+    for major in MAJORS {
+        let port = free_port();
+        let (mut p, pids) = two_workers(major, port, None);
+        for pid in &pids {
+            assert!(
+                !holds_listener(*pid, port),
+                "Node {major}: worker {pid} holds the listening socket"
+            );
+        }
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..100 {
+            let body = get(port, "/").expect("a request");
+            *counts
+                .entry(body.parse::<i32>().expect("a pid"))
+                .or_insert(0) += 1;
+        }
+        for pid in &pids {
+            let n = counts.get(pid).copied().unwrap_or(0);
+            assert!((30..=70).contains(&n), "Node {major}: shares {counts:?}");
+        }
+        assert_eq!(p.count_lines(&["exited"]), 0, "{}", p.seen.join("\n"));
+        p.signal(libc::SIGTERM);
+        p.wait_exit();
+    }
+}
+
+/// Every connection procward accepts is closed in procward once a worker
+/// has taken it: its descriptor count is the same after 300 connections.
+#[test]
+fn procward_keeps_no_descriptor_of_a_connection_a_worker_took() {
+    let port = free_port();
+    let (mut p, _) = two_workers(24, port, None);
+    let before = fd_count(p.pid());
+    for _ in 0..300 {
+        get(port, "/").expect("a request");
+    }
+    wait_until("procward's descriptors back to where they were", || {
+        (fd_count(p.pid()) <= before).then_some(())
+    });
+    p.signal(libc::SIGTERM);
+    p.wait_exit();
+}
+
+/// `NODE_CLUSTER_SCHED_POLICY=none`, as Node's primary reads it: every
+/// worker gets the listening socket itself and accepts on it.
+#[test]
+fn sched_policy_none_gives_every_worker_the_listening_socket() {
+    for major in [18, 24] {
+        let port = free_port();
+        let (mut p, pids) = two_workers(major, port, Some("none"));
+        for pid in &pids {
+            assert!(
+                holds_listener(*pid, port),
+                "Node {major}: worker {pid} has no listening socket"
+            );
+        }
+        until_all_answer(port, &pids);
+        assert_eq!(p.count_lines(&["round-robin"]), 0, "{}", p.seen.join("\n"));
         p.signal(libc::SIGTERM);
         p.wait_exit();
     }

@@ -51,6 +51,15 @@ pub enum Act {
     },
     /// The worker is disconnecting on its own; it waits for the ack.
     ExitedAfterDisconnect,
+    /// The worker's answer to a connection handed to it (`newconn`,
+    /// round-robin): whether its server took it.
+    Accepted {
+        /// The `seq` of the `newconn` it answers.
+        ack: Option<u64>,
+        /// False when it has no server for the key any more (closing) or
+        /// is at its `maxConnections`.
+        accepted: bool,
+    },
     /// Anything else, by its `act`.
     Other(String),
 }
@@ -153,6 +162,11 @@ pub fn request(f: &impl Fields) -> Request {
             })
         }
         Some(other) => Act::Other(other.to_string()),
+        // child.js onconnection: `{ack: message.seq, accepted}`.
+        None if f.raw("accepted").is_some() => Act::Accepted {
+            ack: int(f.raw("ack")).and_then(|s| u64::try_from(s).ok()),
+            accepted: f.raw("accepted").is_some_and(|r| r.get() == "true"),
+        },
         None => Act::Other(String::new()),
     };
     Request { seq, act }
@@ -174,6 +188,24 @@ pub fn answer(seq: u64, ack: Option<u64>, fields: Value) -> Value {
 /// negative errno (libuv's `UV_E*`) and no socket.
 pub fn query_answer(seq: u64, ack: Option<u64>, key: &str, errno: i32) -> Value {
     answer(seq, ack, json!({"errno": errno, "key": key, "data": null}))
+}
+
+/// The answer to a `queryServer` for a round-robin socket (`primary.js`
+/// `queryServer` with `RoundRobinHandle.add`): no socket attached, `errno`
+/// null, and the socket's address as `sockname` for a TCP socket, which
+/// the worker's `server.address()` returns.
+pub fn round_robin_answer(seq: u64, ack: Option<u64>, key: &str, sockname: Option<Value>) -> Value {
+    let mut fields = json!({"errno": null, "key": key, "data": null});
+    if let Some(s) = sockname {
+        fields["sockname"] = s;
+    }
+    answer(seq, ack, fields)
+}
+
+/// A connection handed to a worker (`RoundRobinHandle.handoff`), to be
+/// wrapped by [`with_handle`] with the connection attached.
+pub fn new_connection(seq: u64, key: &str) -> Value {
+    answer(seq, None, json!({"act": "newconn", "key": key}))
 }
 
 /// `msg` wrapped to travel with a descriptor, as `child_process` wraps a
@@ -240,6 +272,24 @@ mod tests {
         assert_eq!(
             cluster(r#"{"cmd":"NODE_CLUSTER","act":"listening","port":3000,"seq":2}"#).act,
             Act::Listening
+        );
+    }
+
+    #[test]
+    fn a_workers_answer_to_a_connection_is_read() {
+        assert_eq!(
+            cluster(r#"{"cmd":"NODE_CLUSTER","ack":5,"accepted":true,"seq":9}"#).act,
+            Act::Accepted {
+                ack: Some(5),
+                accepted: true
+            }
+        );
+        assert_eq!(
+            cluster(r#"{"cmd":"NODE_CLUSTER","ack":6,"accepted":false,"seq":10}"#).act,
+            Act::Accepted {
+                ack: Some(6),
+                accepted: false
+            }
         );
     }
 

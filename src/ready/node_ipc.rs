@@ -346,6 +346,10 @@ struct Fields<'a> {
     flags: Option<&'a RawValue>,
     #[serde(rename = "ipv6Only", borrow, deserialize_with = "raw")]
     ipv6_only: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    ack: Option<&'a RawValue>,
+    #[serde(borrow, deserialize_with = "raw")]
+    accepted: Option<&'a RawValue>,
 }
 
 /// A present field, `null` included (`Option<&RawValue>` alone would read
@@ -368,6 +372,8 @@ impl cluster::Fields for Fields<'_> {
             "backlog" => self.backlog,
             "flags" => self.flags,
             "ipv6Only" => self.ipv6_only,
+            "ack" => self.ack,
+            "accepted" => self.accepted,
             _ => None,
         }
     }

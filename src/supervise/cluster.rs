@@ -20,12 +20,30 @@
 //! again, at most [`MAX_HANDLE_RETRANSMISSIONS`] times, after which Node
 //! gives up with a `SentHandleNotReceivedWarning` and so does procward,
 //! with a warning.
+//!
+//! A TCP socket a worker asks for by address is, by default, shared out
+//! round-robin as Node's primary does on Linux
+//! (`lib/internal/cluster/round_robin_handle.js`): procward accepts the
+//! connections and hands each one to the next free worker as a `newconn`
+//! message with the connection attached; the worker answers `accepted`,
+//! and only then gets another. A connection is accepted only when a
+//! worker is free, so the others wait in the kernel's backlog; one a worker
+//! did not take (its server is closing) or could not receive goes to
+//! another worker. `NODE_CLUSTER_SCHED_POLICY=none`, in the app's
+//! environment or procward's, gives every worker the listening socket
+//! itself instead, as Node does. Unix socket paths, `listen({fd})` and the
+//! app's `listen` sockets are always shared that way.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{Slot, Supervisor};
@@ -46,6 +64,186 @@ pub struct AppSockets {
     pub disconnecting: HashMap<i32, i32>,
     /// What waits for each worker's answer to a socket sent to it.
     outbox: HashMap<i32, Outbox>,
+    /// The round-robin sockets among `cluster`, by key.
+    round_robin: HashMap<String, RoundRobin>,
+}
+
+/// A connection accepted on a round-robin socket, for the supervisor.
+#[derive(Debug)]
+pub struct Connection {
+    app: usize,
+    key: String,
+    fd: OwnedFd,
+}
+
+/// Where the accepting tasks send the connections they accept.
+#[derive(Debug)]
+pub struct Connections {
+    tx: mpsc::Sender<Connection>,
+    /// Read by the supervisor's loop.
+    pub rx: mpsc::Receiver<Connection>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        // One connection per free worker is accepted at a time.
+        let (tx, rx) = mpsc::channel(64);
+        Connections { tx, rx }
+    }
+}
+
+/// A connection procward holds until a worker has taken it.
+type Conn = Arc<OwnedFd>;
+
+/// A connection handed to a worker, waiting for its answer.
+#[derive(Debug)]
+struct InFlight {
+    conn: Conn,
+    /// The `seq` of the `newconn` message.
+    seq: u64,
+    /// The worker acknowledged the descriptor (`NODE_HANDLE_ACK`).
+    received: bool,
+}
+
+/// One round-robin socket (Node's `RoundRobinHandle`): the workers
+/// listening on it, by pid, and the connections accepted for them.
+#[derive(Debug)]
+struct RoundRobin {
+    /// Workers that asked for it and have not closed it.
+    all: Vec<i32>,
+    /// Workers waiting for a connection, the longest-waiting first.
+    free: VecDeque<i32>,
+    /// Connections accepted while no worker was free (one whose worker
+    /// went away or refused it).
+    queued: VecDeque<Conn>,
+    /// A connection handed to each busy worker.
+    busy: HashMap<i32, InFlight>,
+    /// `seq` of the last `newconn`.
+    seq: u64,
+    /// One permit per connection the accepting task may accept.
+    credits: Arc<Semaphore>,
+    /// Permits given and not yet turned into a connection.
+    granted: usize,
+    /// `sockname` of the `queryServer` answer.
+    sockname: Option<serde_json::Value>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RoundRobin {
+    /// Takes back the permits of workers no longer free, where the
+    /// accepting task does not hold them already (a connection it accepts
+    /// then waits in `queued`).
+    fn reclaim(&mut self) {
+        while self.granted > self.free.len() {
+            match self.credits.try_acquire() {
+                Ok(p) => {
+                    p.forget();
+                    self.granted -= 1;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Worker `pid` gets no more connections; the one it was handed, if
+    /// it never acknowledged receiving it, is returned to give to another.
+    fn remove(&mut self, pid: i32) -> Option<Conn> {
+        self.all.retain(|p| *p != pid);
+        self.free.retain(|p| *p != pid);
+        self.reclaim();
+        self.busy
+            .remove(&pid)
+            .filter(|f| !f.received)
+            .map(|f| f.conn)
+    }
+}
+
+/// Accepts connections on `listener` as long as `credits` allow, and
+/// sends them to the supervisor. Nothing is accepted while no worker is
+/// free: the connections wait in the backlog.
+async fn accept_loop(
+    listener: OwnedFd,
+    credits: Arc<Semaphore>,
+    tx: mpsc::Sender<Connection>,
+    app: usize,
+    key: String,
+) {
+    // SAFETY: the AsyncFd owns the descriptor, open until it is dropped.
+    let listener = match unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) } {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(key, error = %e, "cannot watch the round-robin socket: no connection will be accepted");
+            return;
+        }
+    };
+    loop {
+        let Ok(permit) = credits.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let fd = loop {
+            let Ok(mut ready) = listener.readable().await else {
+                return;
+            };
+            match ready.try_io(|l| accept(l.as_raw_fd())) {
+                Ok(Ok(fd)) => break fd,
+                Err(_would_block) => {}
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Ok(Err(e)) => {
+                    // Out of descriptors or memory: the connection stays
+                    // in the backlog; try again in a while.
+                    warn!(key, error = %e, "cannot accept a connection on the round-robin socket");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let conn = Connection {
+            app,
+            key: key.clone(),
+            fd,
+        };
+        if tx.send(conn).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// accept4(2), non-blocking and close-on-exec as libuv accepts.
+fn accept(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: accept4(2) on a descriptor we hold, with no address buffer.
+    let c = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if c < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(c) })
+}
+
+/// A TCP socket's address as Node's `getsockname` gives it.
+fn sockname(fd: &OwnedFd) -> Option<serde_json::Value> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let sa: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    let (ip, family, port): (IpAddr, _, _) = if let Some(v4) = sa.as_sockaddr_in() {
+        (v4.ip().into(), "IPv4", v4.port())
+    } else if let Some(v6) = sa.as_sockaddr_in6() {
+        (v6.ip().into(), "IPv6", v6.port())
+    } else {
+        return None;
+    };
+    Some(serde_json::json!({"address": ip.to_string(), "family": family, "port": port}))
 }
 
 /// How often a socket a worker did not receive is sent again
@@ -57,7 +255,7 @@ pub const MAX_HANDLE_RETRANSMISSIONS: u32 = 3;
 struct Message {
     value: serde_json::Value,
     /// procward's own copy of the socket, kept until the worker has it.
-    fd: Option<OwnedFd>,
+    fd: Option<Conn>,
 }
 
 /// Messages to one worker while a socket sent to it is not yet
@@ -130,6 +328,13 @@ impl Supervisor {
         }
         debug!(app = %self.apps[a].spec.name, pid, "told the old cluster worker to disconnect");
         self.sockets[a].disconnecting.insert(pid, signo);
+        // It answers a connection already handed to it (not accepted once
+        // its server is closed) but gets no other.
+        for rr in self.sockets[a].round_robin.values_mut() {
+            rr.all.retain(|p| *p != pid);
+            rr.free.retain(|p| *p != pid);
+            rr.reclaim();
+        }
         true
     }
 
@@ -137,6 +342,7 @@ impl Supervisor {
     /// gets its stop signal now.
     pub(super) fn on_disconnected(&mut self, pid: i32) {
         let running = self.by_pid.contains_key(&pid);
+        self.round_robin_forget(pid);
         for held in &mut self.sockets {
             held.outbox.remove(&pid);
             match held.disconnecting.remove(&pid) {
@@ -148,6 +354,7 @@ impl Supervisor {
 
     /// Process `pid` is gone: nothing more is sent to it.
     pub(super) fn forget_worker(&mut self, pid: i32) {
+        self.round_robin_forget(pid);
         for held in &mut self.sockets {
             held.outbox.remove(&pid);
             held.disconnecting.remove(&pid);
@@ -162,7 +369,7 @@ impl Supervisor {
         a: usize,
         pid: i32,
         value: serde_json::Value,
-        fd: Option<OwnedFd>,
+        fd: Option<Conn>,
     ) -> bool {
         let msg = Message { value, fd };
         match self.sockets[a].outbox.get_mut(&pid) {
@@ -231,6 +438,8 @@ impl Supervisor {
         let Some(out) = self.sockets[a].outbox.remove(&pid) else {
             return;
         };
+        drop(out.pending);
+        self.round_robin_received(a, pid, received);
         let mut queue = out.queue;
         while let Some(msg) = queue.pop_front() {
             let handle = msg.fd.is_some();
@@ -264,7 +473,17 @@ impl Supervisor {
             }
             // The socket stays held for the workers to come (Node's primary
             // closes a shared handle once no worker has it).
-            Act::Close { key } => debug!(app, pid, key, "cluster worker closed a server"),
+            // A round-robin socket's worker that closed its server gets
+            // no more connections.
+            Act::Close { key } => {
+                debug!(app, pid, key, "cluster worker closed a server");
+                if let Some(rr) = self.sockets[slot.0].round_robin.get_mut(&key) {
+                    rr.all.retain(|p| *p != pid);
+                    rr.free.retain(|p| *p != pid);
+                    rr.reclaim();
+                }
+            }
+            Act::Accepted { ack, accepted } => self.on_accepted(slot.0, pid, ack, accepted),
             Act::ExitedAfterDisconnect => {
                 self.cluster_send(pid, cluster::answer(0, request.seq, serde_json::json!({})));
             }
@@ -276,7 +495,19 @@ impl Supervisor {
     /// key, made now if it is the first to ask.
     fn query_server(&mut self, (a, i): Slot, pid: i32, seq: Option<u64>, q: Query) {
         let app = self.apps[a].spec.name.clone();
+        let round_robin = self.round_robin_for(a, &q);
         let answer = match self.socket_for(a, &q) {
+            Ok(fd) if round_robin => {
+                info!(
+                    app,
+                    instance = i,
+                    pid,
+                    key = q.key,
+                    "cluster worker gets connections round-robin from a socket procward holds"
+                );
+                self.round_robin_add(a, pid, seq, &q.key, fd);
+                return;
+            }
             Ok(fd) => {
                 if let Err(e) = sockets::set_nonblocking(fd.as_raw_fd()) {
                     warn!(app, error = %e, "cannot make the socket non-blocking");
@@ -289,7 +520,7 @@ impl Supervisor {
                     "cluster worker listens on a socket procward holds"
                 );
                 let msg = cluster::with_handle(cluster::query_answer(0, seq, &q.key, 0));
-                self.send_to_worker(a, pid, msg, Some(fd));
+                self.send_to_worker(a, pid, msg, Some(Arc::new(fd)));
                 return;
             }
             Err(errno) => {
@@ -332,7 +563,8 @@ impl Supervisor {
                 }
             }
         }
-        let backlog = q.backlog.unwrap_or(sockets::BACKLOG);
+        // A backlog of 0 (`listen(port)`) is libuv's 511 (`lib/net.js` `_listen2`).
+        let backlog = q.backlog.filter(|b| *b > 0).unwrap_or(sockets::BACKLOG);
         let made = match &wanted {
             sockets::ListenAddr::Tcp(addr) => {
                 let opts = TcpOptions {
@@ -370,6 +602,234 @@ impl Supervisor {
         };
         if !self.send_to_worker(a, pid, msg, None) {
             warn!(pid, "cannot answer the cluster worker");
+        }
+    }
+
+    /// Whether the socket for `q` is shared out round-robin: a TCP address
+    /// (not a descriptor, not one of the app's `listen` sockets) under
+    /// Node's default policy. `NODE_CLUSTER_SCHED_POLICY` is read as Node's
+    /// primary reads it, from the app's environment, then procward's:
+    /// `none` shares the listening socket itself, anything else is
+    /// round-robin (Node's default on every system but Windows).
+    fn round_robin_for(&self, a: usize, q: &Query) -> bool {
+        if q.fd.is_some() || !matches!(q.address_type, AddressType::Ip4 | AddressType::Ip6) {
+            return false;
+        }
+        if self.sockets[a].round_robin.contains_key(&q.key) {
+            return true;
+        }
+        if self.sockets[a].cluster.contains_key(&q.key) {
+            return false;
+        }
+        let spec = &self.apps[a].spec;
+        if let Ok(wanted) = listen_addr(q) {
+            if spec.listen.contains(&wanted) {
+                return false;
+            }
+        }
+        let policy = spec
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "NODE_CLUSTER_SCHED_POLICY")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("NODE_CLUSTER_SCHED_POLICY"));
+        policy.as_deref() != Some(std::ffi::OsStr::new("none"))
+    }
+
+    /// Worker `pid` listens on the round-robin socket of `key` (procward's
+    /// copy `fd`): it is answered without a socket, and is free for a
+    /// connection. The first worker starts the accepting.
+    fn round_robin_add(&mut self, a: usize, pid: i32, seq: Option<u64>, key: &str, fd: OwnedFd) {
+        let held = &mut self.sockets[a];
+        let rr = match held.round_robin.entry(key.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // accept(2) must never block supervision.
+                if let Err(e) = sockets::set_nonblocking(fd.as_raw_fd()) {
+                    warn!(key, error = %e, "cannot make the socket non-blocking");
+                }
+                let credits = Arc::new(Semaphore::new(0));
+                let sockname = sockname(&fd);
+                let task = tokio::spawn(accept_loop(
+                    fd,
+                    credits.clone(),
+                    self.conns.tx.clone(),
+                    a,
+                    key.to_string(),
+                ));
+                e.insert(RoundRobin {
+                    all: Vec::new(),
+                    free: VecDeque::new(),
+                    queued: VecDeque::new(),
+                    busy: HashMap::new(),
+                    seq: 0,
+                    credits,
+                    granted: 0,
+                    sockname,
+                    task,
+                })
+            }
+        };
+        if !rr.all.contains(&pid) {
+            rr.all.push(pid);
+        }
+        let answer = cluster::round_robin_answer(0, seq, key, rr.sockname.clone());
+        if !self.send_to_worker(a, pid, answer, None) {
+            warn!(pid, "cannot answer the cluster worker");
+        }
+        self.round_robin_free(a, key, pid);
+    }
+
+    /// Worker `pid` can take a connection on `key`: the first one waiting
+    /// in procward, or the next one accepted.
+    fn round_robin_free(&mut self, a: usize, key: &str, pid: i32) {
+        let Some(rr) = self.sockets[a].round_robin.get_mut(key) else {
+            return;
+        };
+        if !rr.all.contains(&pid) || rr.busy.contains_key(&pid) || rr.free.contains(&pid) {
+            return;
+        }
+        if let Some(conn) = rr.queued.pop_front() {
+            self.hand_off(a, key, pid, conn);
+            return;
+        }
+        rr.free.push_back(pid);
+        if rr.granted < rr.free.len() {
+            rr.credits.add_permits(1);
+            rr.granted += 1;
+        }
+    }
+
+    /// A connection accepted on a round-robin socket.
+    pub(super) fn on_connection(&mut self, c: Connection) {
+        let Some(rr) = self
+            .sockets
+            .get_mut(c.app)
+            .and_then(|s| s.round_robin.get_mut(&c.key))
+        else {
+            return;
+        };
+        rr.granted = rr.granted.saturating_sub(1);
+        debug!(key = c.key, fd = c.fd.as_raw_fd(), "connection accepted");
+        self.distribute(c.app, &c.key, Arc::new(c.fd));
+    }
+
+    /// Gives `conn` to the longest-waiting free worker, or keeps it until
+    /// one is free.
+    fn distribute(&mut self, a: usize, key: &str, conn: Conn) {
+        let Some(rr) = self.sockets[a].round_robin.get_mut(key) else {
+            return;
+        };
+        match rr.free.pop_front() {
+            Some(pid) => {
+                rr.reclaim();
+                self.hand_off(a, key, pid, conn);
+            }
+            None => rr.queued.push_back(conn),
+        }
+    }
+
+    /// Sends `conn` to worker `pid` (`newconn`); it gets no other until it
+    /// answers. One that cannot be written to is dropped from the socket
+    /// and the connection goes to another worker.
+    fn hand_off(&mut self, a: usize, key: &str, pid: i32, conn: Conn) {
+        let Some(rr) = self.sockets[a].round_robin.get_mut(key) else {
+            return;
+        };
+        rr.seq += 1;
+        let seq = rr.seq;
+        rr.busy.insert(
+            pid,
+            InFlight {
+                conn: conn.clone(),
+                seq,
+                received: false,
+            },
+        );
+        let msg = cluster::with_handle(cluster::new_connection(seq, key));
+        debug!(pid, seq, "connection handed to the cluster worker");
+        if self.send_to_worker(a, pid, msg, Some(conn)) {
+            return;
+        }
+        warn!(app = %self.apps[a].spec.name, pid, "cannot hand a connection to the cluster worker: giving it to another");
+        if let Some(conn) = self.sockets[a]
+            .round_robin
+            .get_mut(key)
+            .and_then(|rr| rr.remove(pid))
+        {
+            self.distribute(a, key, conn);
+        }
+    }
+
+    /// Worker `pid` answered whether it received the descriptor last sent
+    /// to it. A connection it did not receive goes to another worker, and
+    /// it gets no more on that socket.
+    fn round_robin_received(&mut self, a: usize, pid: i32, received: bool) {
+        let keys: Vec<String> = self.sockets[a]
+            .round_robin
+            .iter()
+            .filter(|(_, rr)| rr.busy.get(&pid).is_some_and(|f| !f.received))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(rr) = self.sockets[a].round_robin.get_mut(&key) else {
+                continue;
+            };
+            if received {
+                if let Some(f) = rr.busy.get_mut(&pid) {
+                    f.received = true;
+                }
+            } else if let Some(conn) = rr.remove(pid) {
+                self.distribute(a, &key, conn);
+            }
+        }
+    }
+
+    /// Worker `pid`'s answer to the connection `ack`: taken (procward
+    /// closes its copy), or refused (its server is closing, or full: the
+    /// connection goes to another worker). Either way it is free again.
+    fn on_accepted(&mut self, a: usize, pid: i32, ack: Option<u64>, accepted: bool) {
+        let found = self.sockets[a].round_robin.iter_mut().find_map(|(k, rr)| {
+            if rr.busy.get(&pid).is_some_and(|f| Some(f.seq) == ack) {
+                rr.busy.remove(&pid).map(|f| (k.clone(), f.conn))
+            } else {
+                None
+            }
+        });
+        let Some((key, conn)) = found else {
+            debug!(
+                pid,
+                ?ack,
+                "answer to a connection that was not handed over: ignored"
+            );
+            return;
+        };
+        if accepted {
+            drop(conn);
+        } else {
+            debug!(
+                pid,
+                key, "the cluster worker did not take the connection: giving it to another"
+            );
+            self.distribute(a, &key, conn);
+        }
+        self.round_robin_free(a, &key, pid);
+    }
+
+    /// Worker `pid` is gone or closed its channel: it gets no more
+    /// connections, and one it had not acknowledged receiving goes to
+    /// another worker.
+    fn round_robin_forget(&mut self, pid: i32) {
+        for a in 0..self.sockets.len() {
+            let back: Vec<(String, Conn)> = self.sockets[a]
+                .round_robin
+                .iter_mut()
+                .filter_map(|(k, rr)| rr.remove(pid).map(|c| (k.clone(), c)))
+                .collect();
+            for (key, conn) in back {
+                self.distribute(a, &key, conn);
+            }
         }
     }
 

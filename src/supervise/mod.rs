@@ -77,6 +77,8 @@ pub struct Supervisor {
     ready: readiness::Readiness,
     /// Listening sockets held for each app, by app index.
     sockets: Vec<cluster::AppSockets>,
+    /// Connections accepted on round-robin sockets.
+    conns: cluster::Connections,
     /// The apps' output: pipes for captured apps, recent lines, crash tails.
     logs: crate::logs::Logs,
     /// `cron_restart` and `watch` reports, and what each app does about them.
@@ -132,6 +134,7 @@ impl Supervisor {
             sockets: (0..n_apps)
                 .map(|_| cluster::AppSockets::default())
                 .collect(),
+            conns: cluster::Connections::default(),
             triggers: triggers::Triggers::new(n_apps),
             calls_tx,
             calls_rx,
@@ -217,6 +220,7 @@ impl Supervisor {
                 _ = sleep => self.on_deadlines(Instant::now()),
                 Some(samples) = self.samples_rx.recv() => self.on_samples(samples),
                 Some(report) = self.rx.recv() => self.on_app_event(report),
+                Some(conn) = self.conns.rx.recv() => self.on_connection(conn),
                 Some(r) = self.triggers.cron_rx.recv() => self.on_cron(r),
                 Some(r) = self.triggers.watch_rx.recv() => self.on_watch(r),
                 Some(call) = self.calls_rx.recv() => self.on_call(call),
