@@ -484,8 +484,7 @@ fn two_workers(major: u32, port: u16, policy: Option<&str>) -> (Running, Vec<i32
 
 /// By default (Node's round-robin), procward accepts the connections and
 /// hands them to the workers in turn: the workers do not hold the
-/// listening socket, each gets about half of the connections, and
-/// `server.address()` in a worker still gives the port.
+/// listening socket, and each gets about half of the connections.
 #[test]
 fn connections_are_handed_to_the_workers_in_turn_under_every_major() {
     for major in MAJORS {
@@ -546,6 +545,40 @@ fn sched_policy_none_gives_every_worker_the_listening_socket() {
         }
         until_all_answer(port, &pids);
         assert_eq!(p.count_lines(&["round-robin"]), 0, "{}", p.seen.join("\n"));
+        p.signal(libc::SIGTERM);
+        p.wait_exit();
+    }
+}
+
+/// A connection a worker does not take (its server is at
+/// `maxConnections`, here 0) goes to another worker: every request is
+/// answered, all by the other worker. Node 22 and later check
+/// `maxConnections` before answering `accepted` (`child.js`
+/// `onconnection`); earlier majors take every connection.
+#[test]
+fn a_connection_a_worker_refuses_goes_to_another() {
+    for major in [22, 24] {
+        let port = free_port();
+        let mut p = Running::start_cmd(
+            std::process::Command::new(bin())
+                .args(["-i", "2", "--strict-ready", "--listen-timeout", "60s", "--"])
+                .arg(node(major))
+                .arg(fixture("cluster/refuse.js"))
+                .env_remove("NODE_CLUSTER_SCHED_POLICY")
+                .env("PORT", port.to_string()),
+        );
+        let instance1 = online(&mut p, 2)
+            .into_iter()
+            .find(|pid| {
+                p.seen
+                    .iter()
+                    .any(|l| l.contains("instance=1") && l.contains(&format!("pid={pid} ")))
+            })
+            .expect("instance 1's pid");
+        for _ in 0..20 {
+            let body = get(port, "/").expect("a request");
+            assert_eq!(body, instance1.to_string(), "Node {major}");
+        }
         p.signal(libc::SIGTERM);
         p.wait_exit();
     }
