@@ -25,9 +25,11 @@ for instances in 2 4; do
     for conn in keep-alive close; do
         out=$work/out-$instances-$conn
         mkdir -p "$out"
-        PORT=$port OUT=$out "$bin" -i "$instances" -- node "$work/count.js" 2>"$work/log" &
+        # A log per run: the last run's would show its workers online.
+        log=$out.log
+        PORT=$port OUT=$out "$bin" -i "$instances" -- node "$work/count.js" 2>"$log" &
         pid=$!
-        until [ "$(grep -c 'to="online"' "$work/log")" -ge "$instances" ]; do sleep 0.05; done
+        until [ "$(grep -sc 'to="online"' "$log")" -ge "$instances" ]; do sleep 0.05; done
         rps=$(wrk -t2 -c50 -d"${secs}s" -H "Connection: $conn" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}')
         sleep 0.3
         kill $pid; wait $pid 2>/dev/null || true; pid=
