@@ -1050,6 +1050,10 @@ fn workers_added_to_a_cluster_app_serve_its_port() {
             .args(["--control", &sock, "-i", "1", "--name", "web", "--"])
             .arg(node(22))
             .arg(fixture("cluster/reloadable.js"))
+            // Every worker gets the listening socket itself (with
+            // round-robin, procward would hand connections to the frozen
+            // workers too).
+            .env("NODE_CLUSTER_SCHED_POLICY", "none")
             .env("PORT", port.to_string())
             .env("MODE_FILE", path_in(&dir, "mode")),
     );
