@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Each cluster worker's share of requests: an unmodified Node server in
-# cluster mode under procward (round-robin: procward accepts and hands each
-# connection to a worker; with NODE_CLUSTER_SCHED_POLICY=none in the
-# environment, every worker accepts on the socket procward holds), loaded
+# cluster mode under procward (every worker accepts on the socket procward
+# holds; with NODE_CLUSTER_SCHED_POLICY=rr in the environment, procward
+# accepts and hands each connection to a worker in turn), loaded
 # with wrk. Prints requests/s and each worker's share as a
 # multiple of its fair share (target: none above 1.5).
 # Usage: benches/cluster-share.sh [PROCWARD_BINARY] [SECONDS]

@@ -489,7 +489,7 @@ fn two_workers(major: u32, port: u16, policy: Option<&str>) -> (Running, Vec<i32
 fn connections_are_handed_to_the_workers_in_turn_under_every_major() {
     for major in MAJORS {
         let port = free_port();
-        let (mut p, pids) = two_workers(major, port, None);
+        let (mut p, pids) = two_workers(major, port, Some("rr"));
         for pid in &pids {
             assert!(
                 !holds_listener(*pid, port),
@@ -518,7 +518,7 @@ fn connections_are_handed_to_the_workers_in_turn_under_every_major() {
 #[test]
 fn procward_keeps_no_descriptor_of_a_connection_a_worker_took() {
     let port = free_port();
-    let (mut p, _) = two_workers(24, port, None);
+    let (mut p, _) = two_workers(24, port, Some("rr"));
     let before = fd_count(p.pid());
     for _ in 0..300 {
         get(port, "/").expect("a request");
@@ -530,13 +530,14 @@ fn procward_keeps_no_descriptor_of_a_connection_a_worker_took() {
     p.wait_exit();
 }
 
-/// `NODE_CLUSTER_SCHED_POLICY=none`, as Node's primary reads it: every
-/// worker gets the listening socket itself and accepts on it.
+/// `NODE_CLUSTER_SCHED_POLICY=none`, as Node's primary reads it, and no
+/// policy at all (procward's default): every worker gets the listening
+/// socket itself and accepts on it.
 #[test]
 fn sched_policy_none_gives_every_worker_the_listening_socket() {
-    for major in [18, 24] {
+    for (major, policy) in [(18, Some("none")), (24, Some("none")), (20, None)] {
         let port = free_port();
-        let (mut p, pids) = two_workers(major, port, Some("none"));
+        let (mut p, pids) = two_workers(major, port, policy);
         for pid in &pids {
             assert!(
                 holds_listener(*pid, port),
@@ -564,7 +565,7 @@ fn a_connection_a_worker_refuses_goes_to_another() {
                 .args(["-i", "2", "--strict-ready", "--listen-timeout", "60s", "--"])
                 .arg(node(major))
                 .arg(fixture("cluster/refuse.js"))
-                .env_remove("NODE_CLUSTER_SCHED_POLICY")
+                .env("NODE_CLUSTER_SCHED_POLICY", "rr")
                 .env("PORT", port.to_string()),
         );
         let instance1 = online(&mut p, 2)
