@@ -447,9 +447,12 @@ unsafe fn child_setup(plan: &ChildPlan) -> Result<(), i32> {
     // (its own SIGCANCEL and SIGSETXID), which a parent may have left
     // ignored. All zeros is SIG_DFL with no flags and an empty mask in
     // every architecture's `struct sigaction` (rt_sigaction(2)).
+    // Only the signals procward has not set back itself (`CHILD_RESETS`):
+    // one system call each, between the clone and the exec.
     let dfl = [0u64; 4];
+    let resets = crate::init::signals::CHILD_RESETS.load(Ordering::Relaxed);
     for signo in 1..=libc::SIGRTMAX() {
-        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+        if resets & (1 << (signo - 1)) != 0 && signo != libc::SIGKILL && signo != libc::SIGSTOP {
             // SAFETY: a valid kernel sigaction (all zeros) and an 8-byte
             // signal set (the envelope's item 6).
             unsafe {
@@ -564,6 +567,12 @@ pub fn envelope_violation() -> Option<String> {
         unsafe { libc::sigaction(signo, std::ptr::null(), &mut act) };
         if act.sa_sigaction != libc::SIG_DFL && act.sa_sigaction != libc::SIG_IGN {
             return Some(format!("signal {signo} has a handler installed"));
+        }
+        let resets = crate::init::signals::CHILD_RESETS.load(Ordering::Relaxed);
+        if act.sa_sigaction == libc::SIG_IGN && resets & (1 << (signo - 1)) == 0 {
+            return Some(format!(
+                "signal {signo} is ignored and a child would not set it back"
+            ));
         }
     }
     None

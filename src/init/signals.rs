@@ -10,6 +10,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -46,6 +47,16 @@ fn blocked_set() -> SigSet {
     set
 }
 
+/// The signals whose disposition a new child sets back to the default
+/// before exec, bit `n - 1` for signal `n`: every one until [`block_all`]
+/// has set them to the default in procward itself, then only those it could
+/// not set (glibc's own 32 and 33, when not the default). procward changes
+/// no disposition after `block_all`, so a child inherits the default for
+/// every other signal (a handler would be reset by execve; an ignored
+/// signal would not be). Checked in debug builds by
+/// `spawn::envelope_violation`.
+pub static CHILD_RESETS: AtomicU64 = AtomicU64::new(u64::MAX);
+
 /// Blocks every catchable signal in the calling thread, which must be the
 /// only thread (threads made later inherit the mask), after setting every
 /// disposition back to the default. An inherited SIG_IGN must not survive:
@@ -64,6 +75,27 @@ pub fn block_all() -> io::Result<()> {
         // SAFETY: as above, for the real-time signals nix has no name for.
         unsafe { libc::signal(signo, libc::SIG_DFL) };
     }
+    // glibc's own signals (32 and 33) are the only ones left as inherited:
+    // a child sets those back itself when they are not the default.
+    let mut resets = 0;
+    for signo in 32..libc::SIGRTMIN() {
+        let mut old = [0u64; 4];
+        // SAFETY: reads one disposition into a buffer the size of the
+        // kernel's struct sigaction, with its 8-byte signal set.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                std::ptr::null::<u64>(),
+                old.as_mut_ptr(),
+                8,
+            )
+        };
+        if old != [0; 4] {
+            resets |= 1 << (signo - 1);
+        }
+    }
+    CHILD_RESETS.store(resets, Ordering::Relaxed);
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None)
         .map_err(io::Error::from)
 }
