@@ -8,9 +8,11 @@
 //! number of connections at once (at the cap, the quietest one makes room).
 //! Each connection is its own task, and a /metrics body is encoded once and
 //! shared, so a slow reader holds up only itself. It is encoded on a
-//! blocking-pool thread, not on the event loop: with 100 instances a
-//! gather and encode takes milliseconds, which would otherwise delay every
-//! signal, reap and request behind it. Request bodies are never read. Malformed requests
+//! thread of its own, made at the first request, not on the event loop:
+//! with 100 instances a gather and encode takes milliseconds, which would
+//! otherwise delay every signal, reap and request behind it. Where no
+//! thread can be made (out of pids) it is encoded on the loop, so /metrics
+//! still answers. Request bodies are never read. Malformed requests
 //! get hyper's 400 and are counted in `procward_dropped_inputs_total{input="http"}`.
 
 use std::collections::HashMap;
@@ -86,6 +88,64 @@ struct Routes {
     /// requests that arrive while a body is being encoded wait for it
     /// without holding up the event loop.
     encoded: tokio::sync::Mutex<Option<(u64, Instant, Bytes)>>,
+    encoder: Encoder,
+}
+
+/// A /metrics body to encode, and where its text goes.
+type Job = (Registry, oneshot::Sender<Result<String, String>>);
+
+/// The thread that encodes /metrics bodies, made when first needed.
+#[derive(Default)]
+struct Encoder {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+}
+
+impl Encoder {
+    /// Encodes `registry` on the encoding thread, or here when it cannot
+    /// be made.
+    async fn encode(&self, registry: &Registry) -> Result<String, String> {
+        let jobs = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            if jobs.is_none() {
+                *jobs = encoding_thread();
+            }
+            jobs.clone()
+        };
+        if let Some(jobs) = jobs {
+            let (done, answer) = oneshot::channel();
+            if jobs.send((registry.clone(), done)).is_ok() {
+                if let Ok(text) = answer.await {
+                    return text;
+                }
+            }
+        }
+        encode(registry)
+    }
+}
+
+/// Starts the encoding thread; `None` when no thread can be made. It
+/// inherits the event loop's mask, every signal blocked.
+fn encoding_thread() -> Option<std::sync::mpsc::Sender<Job>> {
+    let (jobs, next) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for (registry, done) in next {
+                let _ = done.send(encode(&registry));
+            }
+        })
+        .map_err(|e| debug!(error = %e, "cannot start the metrics thread; encoding on the loop"))
+        .ok()
+        .map(|_| jobs)
+}
+
+/// The text exposition of everything in `registry`.
+fn encode(registry: &Registry) -> Result<String, String> {
+    let mut body = String::with_capacity(256 * 1024);
+    prometheus::TextEncoder::new()
+        .encode_utf8(&registry.gather(), &mut body)
+        .map(|()| body)
+        .map_err(|e| e.to_string())
 }
 
 impl Server {
@@ -110,6 +170,7 @@ impl Server {
                 stale_after: interval * 3 + Duration::from_secs(2),
                 generation: h.generation.clone(),
                 encoded: tokio::sync::Mutex::new(None),
+                encoder: Encoder::default(),
             }),
             dropped: h.http_dropped.clone(),
             busy: h.http_busy.clone(),
@@ -365,16 +426,7 @@ impl Routes {
         let body = match &*encoded {
             Some((g, at, body)) if *g == generation && at.elapsed() < REUSE_FOR => body.clone(),
             _ => {
-                let registry = registry.clone();
-                let rendered = tokio::task::spawn_blocking(move || {
-                    let mut body = String::with_capacity(256 * 1024);
-                    prometheus::TextEncoder::new()
-                        .encode_utf8(&registry.gather(), &mut body)
-                        .map(|()| body)
-                        .map_err(|e| e.to_string())
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+                let rendered = self.encoder.encode(registry).await;
                 let body = match rendered {
                     Ok(body) => Bytes::from(body),
                     Err(e) => {
