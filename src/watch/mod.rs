@@ -174,24 +174,34 @@ async fn run(app: usize, name: String, spec: WatchSpec, tx: mpsc::Sender<Report>
 }
 
 /// Walks `dirs` off the runtime's thread (a large tree takes a while, and
-/// each watch is a round trip to notify's thread).
-async fn walk_blocking(mut tree: Tree, dirs: Vec<PathBuf>) -> Tree {
-    let name = tree.name.clone();
-    match tokio::task::spawn_blocking(move || {
-        for d in dirs {
-            tree.walk(d);
-        }
-        tree
-    })
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            // Only a panic gets here; the app runs unwatched from now on.
-            warn!(app = %name, error = %e, "walking the watched tree failed");
-            std::future::pending().await
+/// each watch is a round trip to notify's thread), on a thread of its own;
+/// here when no thread can be made (out of pids), rather than not at all.
+async fn walk_blocking(tree: Tree, dirs: Vec<PathBuf>) -> Tree {
+    let (done, walked) = tokio::sync::oneshot::channel();
+    let job = std::sync::Arc::new(std::sync::Mutex::new(Some((tree, dirs))));
+    let theirs = job.clone();
+    let started = std::thread::Builder::new()
+        .name("watch-walk".into())
+        .spawn(move || {
+            let taken = theirs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((mut tree, dirs)) = taken {
+                dirs.into_iter().for_each(|d| tree.walk(d));
+                let _ = done.send(tree);
+            }
+        });
+    if started.is_ok() {
+        if let Ok(tree) = walked.await {
+            return tree;
         }
     }
+    let taken = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some((mut tree, dirs)) = taken else {
+        // Only a panic on the walking thread gets here.
+        warn!("walking the watched tree failed; the app runs unwatched from now on");
+        return std::future::pending().await;
+    };
+    dirs.into_iter().for_each(|d| tree.walk(d));
+    tree
 }
 
 /// What is watched for one app.
