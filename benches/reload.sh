@@ -178,7 +178,7 @@ def subject(name):
     if "no reload" in name: return "pm2-noreload"
     if name.startswith("pm2 fork"): return "pm2-fork"
     return "pm2"
-def out(*f): print("bench: " + " | ".join(f))
+def out(kind, *f): print(f"bench: {kind} " + " | ".join(f))
 for app, what in (("drain", "the draining example app"), ("plain", "a plain app that does not drain")):
     rs = [r for r in rows if f", {app}" in r[1]]
     out("figure", f"reload-{app}-errors", f"wrk errors of any kind, 3 reloads under `wrk -t2 -c50 -d{secs}s`, {what}", "errors", "", "<= 0" if app == "drain" else "")

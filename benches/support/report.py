@@ -9,10 +9,12 @@ import re
 import sys
 
 # Columns in this order, then any other subject in order of appearance.
-ORDER = ["procward", "tini", "dumb-init", "catatonit", "pm2", "pm2-1s", "bare"]
+ORDER = ["procward", "tini", "dumb-init", "catatonit", "pm2", "pm2-1s", "pm2-noreload", "pm2-fork", "bare"]
 HEADERS = {
     "pm2": "PM2 7",
     "pm2-1s": "PM2 7, 1 s worker interval",
+    "pm2-noreload": "PM2 7 cluster, no reload",
+    "pm2-fork": "PM2 7 fork mode",
     "bare": "floor (no supervisor)",
 }
 
