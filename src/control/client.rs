@@ -121,6 +121,25 @@ pub fn run(target: &Target, request: Request, output: Output) -> i32 {
     }
 }
 
+/// Writes `request` as one line. A refusal (a user not allowed, say) may
+/// come, and the server close, before the request is written: the answer
+/// is still there to read, so a broken connection here is not an error.
+fn write_request(stream: &mut UnixStream, request: &Request) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    match stream.write_all(&line) {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Sends one request on `stream` and reads the answer.
 fn ask(
     mut stream: UnixStream,
@@ -129,18 +148,7 @@ fn ask(
 ) -> std::io::Result<Reply> {
     stream.set_read_timeout(patience)?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    // A refusal (a user not allowed, say) may come, and the server close,
-    // before the request is written: the answer is still there to read.
-    if let Err(e) = stream.write_all(&line) {
-        if !matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ) {
-            return Err(e);
-        }
-    }
+    write_request(&mut stream, request)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
     if answer.is_empty() {
@@ -397,17 +405,7 @@ fn logs(target: &Target, request: Request, output: Output) -> i32 {
     let mut reader = match (|| {
         let mut stream = stream;
         stream.set_read_timeout((!follow).then(|| Duration::from_secs(10)))?;
-        let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        if let Err(e) = stream.write_all(&line) {
-            // As in `ask`: a refusal may already wait to be read.
-            if !matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            ) {
-                return Err(e);
-            }
-        }
+        write_request(&mut stream, &request)?;
         Ok(BufReader::new(stream))
     })() {
         Ok(r) => r,
