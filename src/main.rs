@@ -252,7 +252,7 @@ fn run(apps: Vec<AppSpec>, agent: AgentSettings, name: String) -> i32 {
         };
         // Held until procward exits: dropping it removes the socket.
         let control = std::sync::Arc::new(std::sync::Mutex::new(None));
-        if std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()) {
+        if notify::socket_from_env().is_some() {
             // A service: the socket exists before READY=1 can be sent, so
             // `systemctl start` followed by `procward status` finds it.
             *control.lock().unwrap_or_else(|e| e.into_inner()) =

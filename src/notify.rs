@@ -67,12 +67,15 @@ pub struct ServiceManager {
     failures: u64,
 }
 
+/// `NOTIFY_SOCKET` when a service manager set it (not empty).
+pub fn socket_from_env() -> Option<std::ffi::OsString> {
+    std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty())
+}
+
 impl ServiceManager {
     /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID`.
     pub fn from_env() -> Self {
-        let target = std::env::var_os("NOTIFY_SOCKET")
-            .filter(|s| !s.is_empty())
-            .and_then(|s| match address(s.as_bytes()).and_then(|a| Ok((a, UnixDatagram::unbound()?))) {
+        let target = socket_from_env().and_then(|s| match address(s.as_bytes()).and_then(|a| Ok((a, UnixDatagram::unbound()?))) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     warn!(error = %e, socket = %s.to_string_lossy(),
